@@ -19,11 +19,10 @@ from bot.templates import (
 )
 
 PROPOSE_USAGE = (
-    "/rollout propose ENDPOINT[/GROUP_ID] KEY=VALUE... [-KEY] [image=IMAGE[:TAG]] "
-    '[search="FILTERS"] [reason="..."]'
+    '/rollout propose ENDPOINT[/GROUP_ID] KEY=VALUE... [-KEY] [image=IMAGE[:TAG]] [search="FILTERS"] [reason="..."]'
 )
 PROPOSE_EXAMPLE = (
-    '/rollout propose qwen-chat MODEL_NAME=Qwen/Qwen3-14B '
+    "/rollout propose qwen-chat MODEL_NAME=Qwen/Qwen3-14B "
     'VLLM_ARGS="--max-model-len 8192 --enable-prefix-caching" reason="bigger model"'
 )
 
@@ -91,8 +90,7 @@ def validate_env_value(name: str, value: str) -> None:
     """
     if not ENV_NAME.match(name):
         raise ProposalInputError(
-            f"`{name}` is not a valid environment variable name: use letters, digits and _, "
-            "not starting with a digit."
+            f"`{name}` is not a valid environment variable name: use letters, digits and _, not starting with a digit."
         )
     if any(char in value for char in "\n\r\0"):
         raise ProposalInputError(f"The value of `{name}` contains a line break; put it on one line.")
@@ -133,8 +131,7 @@ def parse_propose(text: str) -> ProposeRequest:
     target = _TARGET.match(tokens[0])
     if not target or "=" in tokens[0]:
         raise ProposalInputError(
-            f"`{tokens[0]}` is not an endpoint; start with the endpoint name or id, "
-            "optionally followed by /GROUP_ID."
+            f"`{tokens[0]}` is not an endpoint; start with the endpoint name or id, optionally followed by /GROUP_ID."
         )
     group = target.group("group")
     change = Change()

@@ -17,14 +17,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 UPDATING_STATUSES = {
-    "PENDING", "CREATING", "CREATED", "LOADING", "MODEL_LOADING", "STARTING",
-    "UPDATE_READY", "UPDATE_REBOOTING", "UPDATE_STARTING", "REBOOTING",
+    "PENDING",
+    "CREATING",
+    "CREATED",
+    "LOADING",
+    "MODEL_LOADING",
+    "STARTING",
+    "UPDATE_READY",
+    "UPDATE_REBOOTING",
+    "UPDATE_STARTING",
+    "REBOOTING",
 }
 # A worker stuck in one of these for too long is reported; PENDING and CREATING are excluded
 # because recruiting a machine can legitimately take long.
 LOADING_STATUSES = {
-    "LOADING", "MODEL_LOADING", "STARTING", "UPDATE_READY", "UPDATE_REBOOTING",
-    "UPDATE_STARTING", "REBOOTING",
+    "LOADING",
+    "MODEL_LOADING",
+    "STARTING",
+    "UPDATE_READY",
+    "UPDATE_REBOOTING",
+    "UPDATE_STARTING",
+    "REBOOTING",
 }
 SETTLED_STATUSES = {"IDLE", "STOPPED"}
 
@@ -78,8 +91,10 @@ class Progress:
         return self.total > 0 and self.rejoined == self.total
 
     def to_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in
-                ("total", "rejoined", "waiting", "draining", "updating", "errors", "ready", "other")}
+        return {
+            name: getattr(self, name)
+            for name in ("total", "rejoined", "waiting", "draining", "updating", "errors", "ready", "other")
+        }
 
 
 @dataclass
@@ -181,10 +196,9 @@ def advance(
         reqs = _count(worker.get("reqs_working"))
         loaded_at = _number(worker.get("loaded_at"))
         known = previous.get(worker_id)
-        if known:
-            baseline = known["baseline_loaded_at"]
-        else:
-            baseline = loaded_at if first_poll else None
+        # A worker first seen on the first poll keeps its loaded_at as the baseline; one that
+        # joined later has none, so any loaded_at counts as a reload.
+        baseline = known["baseline_loaded_at"] if known else (loaded_at if first_poll else None)
         on_new = bool(known and known["on_new"])
         if not on_new and status in SETTLED_STATUSES and (worker_id in instances or not template_changed):
             on_new = is_on_new(instances.get(worker_id), worker, new_hash, template_changed, baseline)
@@ -233,8 +247,12 @@ def advance(
 
 
 _COUNTER = {
-    "waiting": "waiting", "draining": "draining", "updating": "updating",
-    "rejoined": "rejoined", "error": "errors", "other": "other",
+    "waiting": "waiting",
+    "draining": "draining",
+    "updating": "updating",
+    "rejoined": "rejoined",
+    "error": "errors",
+    "other": "other",
 }
 
 

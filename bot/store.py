@@ -147,7 +147,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
 """
 
-JSON_COLUMNS = {"change", "base_search", "target_template", "target_search", "diff", "old_search", "new_search", "progress"}
+JSON_COLUMNS = {
+    "change",
+    "base_search",
+    "target_template",
+    "target_search",
+    "diff",
+    "old_search",
+    "new_search",
+    "progress",
+}
 
 
 def _decode(row: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -161,8 +170,7 @@ def _decode(row: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _encode(values: dict[str, Any]) -> dict[str, Any]:
     return {
-        key: json.dumps(value) if key in JSON_COLUMNS and value is not None else value
-        for key, value in values.items()
+        key: json.dumps(value) if key in JSON_COLUMNS and value is not None else value for key, value in values.items()
     }
 
 
@@ -239,8 +247,14 @@ class Store:
             )
             return cursor.rowcount == 1
 
-    def proposals(self, *, statuses: tuple[str, ...] = (), workergroup_id: int | None = None,
-                  endpoint_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def proposals(
+        self,
+        *,
+        statuses: tuple[str, ...] = (),
+        workergroup_id: int | None = None,
+        endpoint_id: int | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
         where, params = ["1 = 1"], []
         if statuses:
             where.append(f"status IN ({', '.join('?' for _ in statuses)})")
@@ -260,8 +274,7 @@ class Store:
         """Record an approval or rejection once per user; False if it was already recorded."""
         with self.transaction() as connection:
             cursor = connection.execute(
-                "INSERT OR IGNORE INTO approvals (proposal_id, user_id, decision, reason, at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO approvals (proposal_id, user_id, decision, reason, at) VALUES (?, ?, ?, ?, ?)",
                 (proposal_id, user_id, decision, reason, self.clock()),
             )
             return cursor.rowcount == 1
@@ -275,8 +288,7 @@ class Store:
     def audit(self, proposal_id: int, action: str, user_id: str | None = None, detail: str = "") -> None:
         with self._lock:
             self.db.table("audit").insert(
-                {"proposal_id": proposal_id, "at": self.clock(), "user_id": user_id,
-                 "action": action, "detail": detail}
+                {"proposal_id": proposal_id, "at": self.clock(), "user_id": user_id, "action": action, "detail": detail}
             )
 
     def audit_trail(self, proposal_id: int) -> list[dict[str, Any]]:
@@ -307,9 +319,7 @@ class Store:
                     (proposal_id, *values.values()),
                 )
             except sqlite3.IntegrityError:
-                connection.execute(
-                    "UPDATE proposals SET status = 'approved' WHERE id = ?", (proposal_id,)
-                )
+                connection.execute("UPDATE proposals SET status = 'approved' WHERE id = ?", (proposal_id,))
                 return None
             return int(cursor.lastrowid)  # type: ignore[arg-type]
 
@@ -320,9 +330,7 @@ class Store:
         return self._one("SELECT * FROM rollouts WHERE proposal_id = ?", (proposal_id,))
 
     def running_rollout(self, workergroup_id: int) -> dict[str, Any] | None:
-        return self._one(
-            "SELECT * FROM rollouts WHERE workergroup_id = ? AND status = 'running'", (workergroup_id,)
-        )
+        return self._one("SELECT * FROM rollouts WHERE workergroup_id = ? AND status = 'running'", (workergroup_id,))
 
     def running_rollouts(self) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM rollouts WHERE status = 'running' ORDER BY id")
@@ -330,8 +338,7 @@ class Store:
     def last_rollout(self, workergroup_id: int, statuses: tuple[str, ...]) -> dict[str, Any] | None:
         marks = ", ".join("?" for _ in statuses)
         return self._one(
-            f"SELECT * FROM rollouts WHERE workergroup_id = ? AND status IN ({marks}) "
-            "ORDER BY id DESC LIMIT 1",
+            f"SELECT * FROM rollouts WHERE workergroup_id = ? AND status IN ({marks}) ORDER BY id DESC LIMIT 1",
             (workergroup_id, *statuses),
         )
 
@@ -411,17 +418,15 @@ class Store:
     def message(self, key: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM messages WHERE key = ?", (key,))
 
-    def enqueue(self, op: str, key: str, channel_id: str, payload: dict[str, Any],
-                thread_key: str | None = None) -> int:
+    def enqueue(
+        self, op: str, key: str, channel_id: str, payload: dict[str, Any], thread_key: str | None = None
+    ) -> int:
         """Queue a Slack post or edit; a newer edit of a message replaces any edit still queued."""
         with self.transaction() as connection:
             if op == "update":
-                connection.execute(
-                    "DELETE FROM outbox WHERE op = 'update' AND key = ? AND state = 'pending'", (key,)
-                )
+                connection.execute("DELETE FROM outbox WHERE op = 'update' AND key = ? AND state = 'pending'", (key,))
             cursor = connection.execute(
-                "INSERT INTO outbox (op, key, channel_id, thread_key, payload, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO outbox (op, key, channel_id, thread_key, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (op, key, channel_id, thread_key, json.dumps(payload), self.clock()),
             )
             return int(cursor.lastrowid)  # type: ignore[arg-type]

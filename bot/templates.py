@@ -128,7 +128,7 @@ def parse_search(text: str) -> dict[str, dict[str, object]]:
             query.setdefault(token, {})[tokens[index + 1]] = values
             index += 3
             continue
-        for symbol, operator in _OPERATORS + [("=", "eq")]:
+        for symbol, operator in [*_OPERATORS, ("=", "eq")]:
             name, found, value = token.partition(symbol)
             if found and name and _FIELD.match(name):
                 query.setdefault(name, {})[operator] = _parse_value(value)

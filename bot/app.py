@@ -1,0 +1,149 @@
+"""Building and running Rollcall's services, without Slack's listener layer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import httpx
+from slack_sdk import WebClient
+
+from bot.changes import Change, ProposalInputError, parse_propose
+from bot.config import Settings
+from bot.context import Context
+from bot.errors import UserError
+from bot.outbox import Outbox
+from bot.policy import Membership
+from bot.proposals import Proposals
+from bot.rollouts import RolloutEngine
+from bot.scheduler import Jobs
+from bot.store import Store
+from bot.vast import VastClient
+
+logger = logging.getLogger(__name__)
+
+
+class Rollcall:
+    """Everything the Slack handlers call into.
+
+    Args:
+        settings: the configuration.
+        slack_client: the Web API client (its token and base URL come from the settings when
+            None).
+        http: the httpx client for Vast (one is created and owned when None).
+        clock: returns epoch seconds; tests may pass their own.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        slack_client: WebClient | None = None,
+        http: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._owns_http = http is None
+        self.http = http or httpx.Client(timeout=settings.vast_timeout)
+        self.slack = slack_client or WebClient(
+            token=settings.slack_bot_token,
+            base_url=settings.slack_api_url,
+            timeout=15,
+            # The outbox retries on its own schedule, so the client must not sleep in-line.
+            retry_handlers=[],
+        )
+        store = Store(settings.db_path, clock=clock)
+        vast = VastClient(
+            settings.vast_api_key,
+            settings.vast_api_url,
+            settings.vast_router_url,
+            http=self.http,
+            min_interval=settings.vast_min_interval,
+            backoff=settings.vast_backoff,
+        )
+        outbox = Outbox(
+            store, self.slack, alert_channel=settings.alert_channel, backoff=settings.slack_backoff, clock=clock
+        )
+        membership = Membership(self._usergroup_members)
+        self.ctx = Context(
+            settings=settings, store=store, vast=vast, outbox=outbox, jobs=Jobs(), membership=membership, clock=clock
+        )
+        self.proposals = Proposals(self.ctx, start_rollout=self._start_rollout)
+        self.engine = RolloutEngine(self.ctx, invalidate=self.proposals.invalidate)
+
+    def _start_rollout(self, proposal_id: int) -> None:
+        self.engine.begin(proposal_id)
+
+    def _usergroup_members(self, group_id: str) -> list[str]:
+        response = self.slack.usergroups_users_list(usergroup=group_id)
+        return list(response.get("users") or [])
+
+    def cancel(self, proposal_id: int, user_id: str) -> str:
+        """Withdraw a pending proposal, or abort the running rollout of an approved one.
+
+        Raises:
+            UserError: nothing pending or running has that id.
+        """
+        proposal = self.ctx.store.proposal(proposal_id)
+        if proposal is None:
+            raise UserError(f"Proposal #{proposal_id} does not exist; `/rollout history` lists recent ones.")
+        if proposal["status"] == "running":
+            rollout = self.ctx.store.rollout_for_proposal(proposal_id)
+            assert rollout is not None
+            return self.engine.abort(rollout["id"], user_id)
+        if proposal["status"] != "pending":
+            raise UserError(f"Proposal #{proposal_id} is {proposal['status']}, so there is nothing to cancel.")
+        return self.proposals.cancel(proposal_id, user_id)
+
+    def rollback(self, target: str, user_id: str, channel_id: str) -> int:
+        """Propose a return to the configuration before the group's last finished rollout.
+
+        Raises:
+            UserError: the target is unknown or has no completed, failed or aborted rollout.
+        """
+        try:
+            request = parse_propose(target)
+        except ProposalInputError as error:
+            raise UserError(f"{error} Use `/rollout rollback ENDPOINT[/GROUP_ID]`.") from None
+        if request.change.to_dict() != Change().to_dict():
+            raise UserError(
+                "`/rollout rollback` takes only ENDPOINT[/GROUP_ID]; it returns to the earlier configuration."
+            )
+        endpoint, group = self.proposals.resolve(request.endpoint, request.group_id)
+        last = self.ctx.store.last_rollout(int(group["id"]), ("completed", "failed", "aborted"))
+        if last is None:
+            raise UserError(
+                f"Rollcall has no finished rollout of {endpoint['endpoint_name']} / group {group['id']} to roll back."
+            )
+        request.reason = request.reason or f"roll back rollout #{last['id']}"
+        return self.proposals.propose(
+            request,
+            user_id,
+            channel_id,
+            kind="rollback",
+            rollback_of=last["id"],
+            base_override=(last["old_template_hash"], last["old_template_id"], last["old_search"]),
+        )
+
+    @property
+    def store(self) -> Store:
+        return self.ctx.store
+
+    def start(self) -> None:
+        """Start the scheduler and the outbox, then resume what a previous run left running."""
+        self.ctx.jobs.start()
+        self.ctx.outbox.start()
+        self.proposals.reschedule_expiry()
+        self.engine.resume_all()
+        logger.info(
+            "Rollcall started (database %s, poll every %.3g s)", self.settings.db_path, self.settings.poll_seconds
+        )
+
+    def stop(self) -> None:
+        self.ctx.jobs.shutdown()
+        self.ctx.outbox.stop()
+        self.ctx.store.close()
+        if self._owns_http:
+            self.http.close()
+        logger.info("Rollcall stopped")

@@ -1,0 +1,61 @@
+"""Keeping the proposal message (which is also the rollout's parent message) up to date."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot import render
+from bot.context import Context
+
+
+def proposal_key(proposal_id: int) -> str:
+    return f"proposal:{proposal_id}"
+
+
+def refresh_proposal(ctx: Context, proposal_id: int) -> None:
+    """Queue an edit of the proposal message with its current state and progress."""
+    proposal = ctx.store.proposal(proposal_id)
+    if proposal is None:
+        return
+    text, blocks = proposal_message_for(ctx, proposal)
+    ctx.outbox.update(proposal_key(proposal_id), proposal["channel_id"], text, blocks)
+
+
+def proposal_message_for(ctx: Context, proposal: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    approvals = ctx.store.decisions(proposal["id"], "approve")
+    rejections = ctx.store.decisions(proposal["id"], "reject")
+    rollout = ctx.store.rollout_for_proposal(proposal["id"])
+    progress = rollout.get("progress") if rollout else None
+    return render.proposal_message(
+        proposal,
+        approvals,
+        rejection=rejections[0] if rejections else None,
+        progress=progress,
+        rollout=rollout,
+    )
+
+
+def thread_post(
+    ctx: Context,
+    proposal: dict[str, Any],
+    key: str,
+    text: str,
+    blocks: list[dict[str, Any]] | None = None,
+    *,
+    broadcast: bool = False,
+) -> None:
+    """Queue a reply in the proposal's thread."""
+    ctx.outbox.post(
+        key,
+        proposal["channel_id"],
+        text,
+        blocks or [render.section(text)],
+        thread_key=proposal_key(proposal["id"]),
+        broadcast=broadcast,
+    )
+
+
+def people(ctx: Context, proposal: dict[str, Any]) -> list[str]:
+    """The proposer and the approvers, who are mentioned in alerts."""
+    approvers = [row["user_id"] for row in ctx.store.decisions(proposal["id"], "approve")]
+    return [proposal["proposer_id"], *approvers]

@@ -1,0 +1,41 @@
+"""Building the slack-bolt App around a Rollcall instance."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import App, BoltResponse
+
+from bot.app import Rollcall
+from handlers import actions, commands
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(rollcall: Rollcall, *, socket_mode: bool = False) -> App:
+    """Create the bolt App with every listener registered.
+
+    Args:
+        rollcall: the services the listeners call.
+        socket_mode: requests arrive over a WebSocket, so they carry no signature to check.
+    """
+    settings = rollcall.settings
+    app = App(
+        client=rollcall.slack,
+        signing_secret=settings.slack_signing_secret,
+        request_verification_enabled=not socket_mode,
+        logger=logging.getLogger("slack_bolt"),
+    )
+
+    @app.middleware
+    def mark_retries(context: dict[str, Any], request: Any, next: Callable[[], BoltResponse]) -> BoltResponse:
+        # Slack redelivers with X-Slack-Retry-Num when an answer came late; listeners are
+        # idempotent, and this flag lets them stay quiet about a click they already handled.
+        context["slack_retry"] = bool(request.headers.get("x-slack-retry-num"))
+        return next()
+
+    commands.register(app, rollcall)
+    actions.register(app, rollcall)
+    return app
