@@ -6,12 +6,14 @@ only state that must survive a restart.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 logger = logging.getLogger(__name__)
@@ -31,8 +33,9 @@ class Jobs:
         self.scheduler.start()
 
     def shutdown(self) -> None:
+        """Stop scheduling and wait for running jobs, which are short: one poll or one step."""
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.shutdown(wait=True)
 
     def every(self, job_id: str, seconds: float, func: Callable[..., Any], *args: Any) -> None:
         """Run `func` now and then every `seconds`.
@@ -72,9 +75,8 @@ class Jobs:
         )
 
     def cancel(self, job_id: str) -> None:
-        job = self.scheduler.get_job(job_id)
-        if job is not None:
-            job.remove()
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.remove_job(job_id)
 
     def has(self, job_id: str) -> bool:
         return self.scheduler.get_job(job_id) is not None
