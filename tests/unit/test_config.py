@@ -21,12 +21,14 @@ def test_defaults_match_documentation():
 
 
 def test_decimal_durations_and_lists():
-    settings = load_settings({
-        "ROLLCALL_STUCK_MINUTES": "0.1",
-        "ROLLCALL_POLL_SECONDS": "0.5",
-        "ROLLCALL_APPROVERS": "U1, S2 ,,U3",
-        "SLACK_APP_TOKEN": "xapp-1",
-    })
+    settings = load_settings(
+        {
+            "ROLLCALL_STUCK_MINUTES": "0.1",
+            "ROLLCALL_POLL_SECONDS": "0.5",
+            "ROLLCALL_APPROVERS": "U1, S2 ,,U3",
+            "SLACK_APP_TOKEN": "xapp-1",
+        }
+    )
     assert settings.stuck_minutes == 0.1
     assert settings.poll_seconds == 0.5
     assert settings.approvers == ("U1", "S2", "U3")
@@ -56,8 +58,9 @@ def test_require_names_missing_settings():
 
 
 def test_socket_mode_needs_no_signing_secret():
-    require(load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "VAST_API_KEY": "k", "SLACK_APP_TOKEN": "xapp-1"}),
-            http_mode=False)
+    require(
+        load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "VAST_API_KEY": "k", "SLACK_APP_TOKEN": "xapp-1"}), http_mode=False
+    )
 
 
 def test_repr_hides_secrets():

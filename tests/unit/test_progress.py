@@ -36,17 +36,28 @@ def test_classify_phases(status, on_new, reqs, phase):
     assert classify(status, on_new, reqs) == phase
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("idle", "IDLE"), (" Idle ", "IDLE"), (None, "UNKNOWN"), ("", "UNKNOWN")])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("idle", "IDLE"), (" Idle ", "IDLE"), (None, "UNKNOWN"), ("", "UNKNOWN")]
+)
 def test_normalize_status_any_case(raw, expected):
     assert normalize_status(raw) == expected
 
 
 def test_first_poll_counts_without_transitions():
-    result = run([worker(1, "IDLE", reqs=2), worker(2, "STOPPED"), worker(3, "IDLE")],
-                 instances={1: {"template_hash_id": OLD}, 2: {"template_hash_id": OLD}, 3: {"template_hash_id": OLD}})
+    result = run(
+        [worker(1, "IDLE", reqs=2), worker(2, "STOPPED"), worker(3, "IDLE")],
+        instances={1: {"template_hash_id": OLD}, 2: {"template_hash_id": OLD}, 3: {"template_hash_id": OLD}},
+    )
     assert result.transitions == []
     assert result.progress.to_dict() == {
-        "total": 3, "rejoined": 0, "waiting": 2, "draining": 1, "updating": 0, "errors": 0, "ready": 2, "other": 0,
+        "total": 3,
+        "rejoined": 0,
+        "waiting": 2,
+        "draining": 1,
+        "updating": 0,
+        "errors": 0,
+        "ready": 2,
+        "other": 0,
     }
 
 

@@ -14,10 +14,19 @@ def store(tmp_path):
 
 def make_proposal(store, **overrides):
     values = dict(
-        status="pending", endpoint_id=101, endpoint_name="qwen-chat", workergroup_id=201, channel_id="C1",
-        proposer_id="U0ALICE", change={"env_set": {"MODEL_NAME": "x"}}, base_template_hash="old",
-        base_template_id=301, base_search={"gpu_ram": {"gte": 24}}, target_template={"env": "-e MODEL_NAME=x"},
-        target_search={"gpu_ram": {"gte": 24}}, diff=[{"label": "MODEL_NAME", "old": "y", "new": "x", "flags": []}],
+        status="pending",
+        endpoint_id=101,
+        endpoint_name="qwen-chat",
+        workergroup_id=201,
+        channel_id="C1",
+        proposer_id="U0ALICE",
+        change={"env_set": {"MODEL_NAME": "x"}},
+        base_template_hash="old",
+        base_template_id=301,
+        base_search={"gpu_ram": {"gte": 24}},
+        target_template={"env": "-e MODEL_NAME=x"},
+        target_search={"gpu_ram": {"gte": 24}},
+        diff=[{"label": "MODEL_NAME", "old": "y", "new": "x", "flags": []}],
         approvals_required=1,
     )
     values.update(overrides)
@@ -25,8 +34,15 @@ def make_proposal(store, **overrides):
 
 
 def rollout_values():
-    return dict(workergroup_id=201, endpoint_id=101, phase="saving_template", channel_id="C1",
-                old_template_hash="old", old_search={}, new_search={})
+    return dict(
+        workergroup_id=201,
+        endpoint_id=101,
+        phase="saving_template",
+        channel_id="C1",
+        old_template_hash="old",
+        old_search={},
+        new_search={},
+    )
 
 
 def test_proposal_round_trip_decodes_json(store):
