@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 from slack_sdk import WebClient
 
+from bot import forms
 from bot.changes import Change, ProposalInputError, parse_propose
 from bot.config import Settings
 from bot.context import Context
@@ -78,6 +80,10 @@ class Rollcall:
     def _usergroup_members(self, group_id: str) -> list[str]:
         response = self.slack.usergroups_users_list(usergroup=group_id)
         return list(response.get("users") or [])
+
+    def form_targets(self) -> list[dict[str, Any]]:
+        """The endpoint and worker group options of the proposal form."""
+        return forms.target_options(self.ctx.vast.list_endpoints(), self.ctx.vast.list_workergroups())
 
     def cancel(self, proposal_id: int, user_id: str) -> str:
         """Withdraw a pending proposal, or abort the running rollout of an approved one.

@@ -106,8 +106,8 @@ class Proposals:
             UserError: the proposer is not allowed, the group is busy, or nothing would change.
         """
         settings = self.ctx.settings
-        if kind == "change" and not allowed(user_id, settings.proposers, self.ctx.membership):
-            raise UserError(f"Only {describe(settings.proposers)} may propose changes.")
+        if kind == "change":
+            self.check_proposer(user_id)
         endpoint, group = self.resolve(request.endpoint, request.group_id)
         running = self.ctx.store.running_rollout(int(group["id"]))
         if running:
@@ -188,7 +188,18 @@ class Proposals:
 
     # Deciding -------------------------------------------------------------------------------
 
-    def _open_proposal(self, proposal_id: int) -> dict[str, Any]:
+    def check_proposer(self, user_id: str) -> None:
+        """Raise UserError when ROLLCALL_PROPOSERS is set and does not include the user."""
+        proposers = self.ctx.settings.proposers
+        if not allowed(user_id, proposers, self.ctx.membership):
+            raise UserError(f"Only {describe(proposers)} may propose changes; ask one of them.")
+
+    def open_proposal(self, proposal_id: int) -> dict[str, Any]:
+        """Return a pending proposal.
+
+        Raises:
+            UserError: it does not exist or is no longer pending.
+        """
         proposal = self.ctx.store.proposal(proposal_id)
         if proposal is None:
             raise UserError(f"Proposal #{proposal_id} does not exist.")
@@ -207,7 +218,7 @@ class Proposals:
             UserError: the proposal is closed, the user is the proposer or not an approver,
                 already approved, or the worker group changed since the proposal.
         """
-        proposal = self._open_proposal(proposal_id)
+        proposal = self.open_proposal(proposal_id)
         settings = self.ctx.settings
         if user_id == proposal["proposer_id"]:
             raise UserError(
@@ -230,9 +241,10 @@ class Proposals:
         count = len(self.ctx.store.decisions(proposal_id))
         needed = proposal["approvals_required"]
         logger.info("Proposal %s approved by %s (%d of %d)", proposal_id, user_id, count, needed)
-        if count >= needed and self.ctx.store.move_proposal(
-            proposal_id, ("pending",), "approved", decided_at=self.ctx.clock()
-        ):
+        if count >= needed:
+            if not self.ctx.store.move_proposal(proposal_id, ("pending",), "approved", decided_at=self.ctx.clock()):
+                # Another approval completed it at the same moment; that one starts the rollout.
+                return f"You approved #{proposal_id}; it already had the approvals it needed."
             self.ctx.jobs.cancel(f"expire-{proposal_id}")
             refresh_proposal(self.ctx, proposal_id)
             self.start_rollout(proposal_id)
@@ -242,7 +254,7 @@ class Proposals:
 
     def reject(self, proposal_id: int, user_id: str, reason: str = "") -> str:
         """Close a pending proposal as rejected and record who did it and why."""
-        self._open_proposal(proposal_id)
+        self.open_proposal(proposal_id)
         if not self.ctx.store.move_proposal(proposal_id, ("pending",), "rejected", decided_at=self.ctx.clock()):
             raise UserError(f"Proposal #{proposal_id} is no longer open; nothing was changed.")
         self.ctx.store.add_decision(proposal_id, user_id, "reject", reason)
@@ -253,7 +265,7 @@ class Proposals:
 
     def cancel(self, proposal_id: int, user_id: str) -> str:
         """Withdraw a pending proposal; only its proposer may."""
-        proposal = self._open_proposal(proposal_id)
+        proposal = self.open_proposal(proposal_id)
         if user_id != proposal["proposer_id"]:
             raise UserError(
                 f"Only <@{proposal['proposer_id']}>, who proposed #{proposal_id}, can cancel it; "

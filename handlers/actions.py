@@ -1,12 +1,14 @@
-"""Button clicks on proposal and alert messages."""
+"""Button clicks on proposal messages."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
 
+from bot import forms
 from bot.app import Rollcall
 from bot.errors import UserError
 from handlers.common import reply_errors
@@ -14,58 +16,63 @@ from handlers.common import reply_errors
 logger = logging.getLogger(__name__)
 
 
-def _proposal_id(action: dict[str, Any]) -> int:
+def proposal_id_of(action: dict[str, Any]) -> int:
+    """Read the proposal id that a button carries as its value."""
     try:
         return int(action.get("value") or "")
     except ValueError:
         raise UserError("This button carries no valid proposal id; use `/rollout history` to find it.") from None
 
 
+def ephemeral(client: Any, body: dict[str, Any]) -> Callable[[str], None]:
+    """Return a function that answers the clicking user privately in the message's channel."""
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+    user = body["user"]["id"]
+
+    def send(message: str) -> None:
+        client.chat_postEphemeral(channel=channel, user=user, text=message)
+
+    return send
+
+
 def register(app: App, rollcall: Rollcall) -> None:
     """Register the Approve, Reject and Cancel buttons."""
 
-    def ephemeral(client: Any, body: dict[str, Any]) -> Any:
-        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-        user = body["user"]["id"]
-
-        def send(message: str) -> None:
-            client.chat_postEphemeral(channel=channel, user=user, text=message)
-
-        return send
-
     @app.action("approve")
     def approve(ack: Ack, action: dict[str, Any], body: dict[str, Any], client: Any, context: dict[str, Any]) -> None:
-        """Approve a proposal; the proposal message shows the result, errors come back ephemerally."""
+        """Approve a proposal; the proposal message shows the result, refusals come back ephemerally."""
         ack()
         user = body["user"]["id"]
         retried = bool(context.get("slack_retry"))
 
-        def work() -> str | None:
+        def work() -> None:
             try:
-                rollcall.proposals.approve(_proposal_id(action), user)
+                rollcall.proposals.approve(proposal_id_of(action), user)
             except UserError:
-                if retried:
-                    # A redelivery of a click that was already handled: stay quiet.
-                    return None
-                raise
-            return None
+                if not retried:
+                    raise
+                # A redelivery of a click that was already handled: stay quiet.
 
         reply_errors("approve", ephemeral(client, body), work)
 
     @app.action("reject")
     def reject(ack: Ack, action: dict[str, Any], body: dict[str, Any], client: Any) -> None:
-        """Reject a proposal."""
+        """Open the rejection modal, which asks for an optional reason."""
         ack()
-        user = body["user"]["id"]
-        reply_errors(
-            "reject", ephemeral(client, body), lambda: (rollcall.proposals.reject(_proposal_id(action), user), None)[1]
-        )
+
+        def work() -> None:
+            proposal = rollcall.proposals.open_proposal(proposal_id_of(action))
+            client.views_open(trigger_id=body["trigger_id"], view=forms.reject_view(proposal))
+
+        reply_errors("reject", ephemeral(client, body), work)
 
     @app.action("cancel_proposal")
     def cancel(ack: Ack, action: dict[str, Any], body: dict[str, Any], client: Any) -> None:
         """Withdraw a proposal (its proposer only)."""
         ack()
         user = body["user"]["id"]
-        reply_errors(
-            "cancel", ephemeral(client, body), lambda: (rollcall.proposals.cancel(_proposal_id(action), user), None)[1]
-        )
+
+        def work() -> None:
+            rollcall.proposals.cancel(proposal_id_of(action), user)
+
+        reply_errors("cancel", ephemeral(client, body), work)

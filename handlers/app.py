@@ -9,7 +9,7 @@ from typing import Any
 from slack_bolt import App, BoltResponse
 
 from bot.app import Rollcall
-from handlers import actions, commands
+from handlers import actions, commands, views
 
 logger = logging.getLogger(__name__)
 
@@ -38,4 +38,5 @@ def create_app(rollcall: Rollcall, *, socket_mode: bool = False) -> App:
 
     commands.register(app, rollcall)
     actions.register(app, rollcall)
+    views.register(app, rollcall)
     return app

@@ -7,7 +7,7 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot import reports
+from bot import forms, reports
 from bot.app import Rollcall
 from bot.changes import ProposalInputError, parse_propose
 from bot.errors import UserError
@@ -30,6 +30,13 @@ def register(app: App, rollcall: Rollcall) -> None:
         name = name.lower()
         user_id, channel_id = command["user_id"], command["channel_id"]
         logger.info("/rollout %s from %s in %s", name or "(empty)", user_id, channel_id)
+        if name == "propose" and not rest.strip():
+            reply_errors(
+                "/rollout propose form",
+                lambda message: respond(text=message, response_type="ephemeral", replace_original=False),
+                lambda: open_form(rollcall, client, command["trigger_id"], user_id, channel_id),
+            )
+            return
 
         def reply(message: str) -> None:
             respond(text=message, response_type="ephemeral", replace_original=False)
@@ -57,9 +64,16 @@ def register(app: App, rollcall: Rollcall) -> None:
         reply_errors(f"/rollout {name}", reply, work)
 
 
+def open_form(rollcall: Rollcall, client: Any, trigger_id: str, user_id: str, channel_id: str) -> None:
+    """Open the proposal modal; Slack accepts the trigger_id for only 3 seconds."""
+    rollcall.proposals.check_proposer(user_id)
+    options = rollcall.form_targets()
+    if not options:
+        raise UserError("This Vast account has no endpoint with a worker group to change.")
+    client.views_open(trigger_id=trigger_id, view=forms.propose_view(channel_id, options))
+
+
 def propose(rollcall: Rollcall, text: str, user_id: str, channel_id: str) -> str | None:
-    if not text.strip():
-        raise UserError(reports.HELP)
     try:
         request = parse_propose(text)
     except ProposalInputError as error:

@@ -34,13 +34,19 @@ def test_second_approval_needs_another_person(start_bot, qwen):
     assert bot.store.proposal(1)["status"] == "pending"
 
 
-def test_reject_closes_and_shows_who(start_bot, qwen, vast):
+def test_reject_asks_reason_and_shows_who(start_bot, qwen, vast):
     bot = start_bot()
     proposal = bot.propose("qwen-chat MODEL_NAME=Qwen/Qwen3-14B")
     bot.click(proposal, "reject", user="U0CAROL")
+    view = wait_until(lambda: next(iter(bot.slack.views()), None), message="the rejection modal")
+    assert bot.store.proposal(1)["status"] == "pending"
+    response = bot.driver.submit_view(view, {"reason": {"value": "not during the launch"}}, user="U0CAROL")
+    assert response.status_code == 200
     wait_until(lambda: "Rejected by* <@U0CAROL>" in str(bot.latest(proposal)["blocks"]), message="rejection shown")
+    assert "not during the launch" in str(bot.latest(proposal)["blocks"])
     assert bot.store.proposal(1)["status"] == "rejected"
     assert "actions" not in [block["type"] for block in bot.latest(proposal)["blocks"]]
+    assert bot.store.decisions(1, "reject")[0]["reason"] == "not during the launch"
 
     bot.driver.click(proposal, action_id="approve", user="U0BOB")
     wait_ephemeral(bot, "U0BOB", "Proposal #1 is no longer open (rejected); nothing was changed.")
