@@ -11,7 +11,8 @@ import httpx
 from slack_sdk import WebClient
 
 from bot import forms
-from bot.changes import Change, ProposalInputError, parse_propose
+from bot.alerts import parse_alert_value
+from bot.changes import Change, ProposalInputError, ProposeRequest, parse_propose
 from bot.config import Settings
 from bot.context import Context
 from bot.errors import UserError
@@ -119,18 +120,87 @@ class Rollcall:
         endpoint, group = self.proposals.resolve(request.endpoint, request.group_id)
         last = self.ctx.store.last_rollout(int(group["id"]), ("completed", "failed", "aborted"))
         if last is None:
-            raise UserError(
-                f"Rollcall has no finished rollout of {endpoint['endpoint_name']} / group {group['id']} to roll back."
+            running = self.ctx.store.running_rollout(int(group["id"]))
+            hint = (
+                f" Rollout #{running['id']} is still running; abort it first with "
+                f"`/rollout cancel {running['proposal_id']}`."
+                if running
+                else ""
             )
-        request.reason = request.reason or f"roll back rollout #{last['id']}"
-        return self.proposals.propose(
-            request,
-            user_id,
-            channel_id,
-            kind="rollback",
-            rollback_of=last["id"],
-            base_override=(last["old_template_hash"], last["old_template_id"], last["old_search"]),
+            raise UserError(
+                f"Rollcall has no finished rollout of {endpoint['endpoint_name']} / group {group['id']} "
+                f"to roll back.{hint}"
+            )
+        return self.propose_rollback(last, user_id, channel_id, endpoint=str(endpoint["endpoint_name"]))
+
+    def propose_rollback(self, rollout: dict[str, Any], user_id: str, channel_id: str, *, endpoint: str) -> int:
+        """Propose pointing the rollout's worker group back at the template and filter it had before."""
+        request = ProposeRequest(
+            endpoint, int(rollout["workergroup_id"]), Change(), f"roll back rollout #{rollout['id']}"
         )
+        try:
+            return self.proposals.propose(
+                request,
+                user_id,
+                channel_id,
+                kind="rollback",
+                rollback_of=rollout["id"],
+                base_override=(rollout["old_template_hash"], rollout["old_template_id"], rollout["old_search"]),
+            )
+        except UserError as error:
+            if "changes nothing" in str(error):
+                raise UserError(
+                    f"There is nothing to roll back: worker group {rollout['workergroup_id']} already runs the "
+                    f"configuration it had before rollout #{rollout['id']}."
+                ) from None
+            raise
+
+    # Alert buttons --------------------------------------------------------------------------
+
+    def _alert_rollout(self, value: str) -> tuple[dict[str, Any], str, str]:
+        try:
+            rollout_id, subject, cause = parse_alert_value(value)
+        except ValueError:
+            raise UserError("This alert button carries no valid rollout; use `/rollout history`.") from None
+        rollout = self.ctx.store.rollout(rollout_id)
+        if rollout is None:
+            raise UserError(f"Rollout #{rollout_id} does not exist.")
+        return rollout, subject, cause
+
+    def abort_from_alert(self, value: str, user_id: str) -> str:
+        """The alert's Abort button: cancel Vast's rolling update and mark the rollout aborted."""
+        rollout, subject, cause = self._alert_rollout(value)
+        message = self.engine.abort(rollout["id"], user_id)
+        self.engine.alerts.close(rollout["id"], subject, cause, f"Aborted by <@{user_id}>.")
+        return message
+
+    def rollback_from_alert(self, value: str, user_id: str) -> str:
+        """The alert's Roll back button: abort the rollout if it runs, then propose the rollback."""
+        rollout, subject, cause = self._alert_rollout(value)
+        if rollout["status"] == "running":
+            self.engine.abort(rollout["id"], user_id)
+        proposal = self.ctx.store.proposal(rollout["proposal_id"])
+        assert proposal is not None
+        rollback_id = self.propose_rollback(
+            rollout, user_id, proposal["channel_id"], endpoint=proposal["endpoint_name"]
+        )
+        self.engine.alerts.close(rollout["id"], subject, cause, f"Rollback proposed by <@{user_id}> as #{rollback_id}.")
+        return f"Rollback proposal #{rollback_id} posted."
+
+    def keep_waiting(self, value: str, user_id: str) -> str:
+        """The alert's Keep waiting button: record who acknowledged it and silence it."""
+        rollout, subject, cause = self._alert_rollout(value)
+        if not self.ctx.store.acknowledge_alert(rollout["id"], subject, cause, user_id):
+            raise UserError("This alert was already acknowledged.")
+        self.ctx.store.journal(rollout["id"], "alert acknowledged", f"{subject} {cause} by {user_id}")
+        self.ctx.store.audit(rollout["proposal_id"], "alert acknowledged", user_id, f"{subject} {cause}")
+        self.engine.alerts.close(
+            rollout["id"],
+            subject,
+            cause,
+            f"<@{user_id}> chose to keep waiting; this alert is silenced for the rollout.",
+        )
+        return "Alert silenced for this rollout."
 
     @property
     def store(self) -> Store:

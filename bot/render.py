@@ -168,6 +168,13 @@ def proposal_message(
     elif approvals:
         last = approvals[-1]
         blocks.append(section(f"*Approved by* {approvers} · {slack_date(last['at'])}"))
+    elif needed == 0 and status not in ("cancelled", "invalidated", "expired", "rejected"):
+        blocks.append(
+            section(
+                f"*Started at once by* {mention(proposal['proposer_id'])}: rollbacks need no approval "
+                "(ROLLCALL_ROLLBACK_APPROVALS=0)."
+            )
+        )
     if rejection:
         line = f"*Rejected by* {mention(rejection['user_id'])} · {slack_date(rejection['at'])}"
         if rejection.get("reason"):
@@ -328,3 +335,48 @@ def alert_message(
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
     return text, blocks
+
+
+def alert_buttons(value: str, *, running: bool) -> list[dict[str, Any]]:
+    """Abort, Roll back and Keep waiting for a running rollout; only Roll back after it ended."""
+    rollback = {
+        "type": "button",
+        "action_id": "alert_rollback",
+        "text": {"type": "plain_text", "text": "Roll back"},
+        "value": value,
+        "confirm": {
+            "title": {"type": "plain_text", "text": "Roll back?"},
+            "text": {
+                "type": "mrkdwn",
+                "text": "This proposes returning the worker group to the template and "
+                "search filter it had before this rollout (and aborts the rollout if it still runs).",
+            },
+            "confirm": {"type": "plain_text", "text": "Roll back"},
+            "deny": {"type": "plain_text", "text": "Cancel"},
+        },
+    }
+    if not running:
+        return [rollback]
+    abort = {
+        "type": "button",
+        "action_id": "alert_abort",
+        "text": {"type": "plain_text", "text": "Abort"},
+        "style": "danger",
+        "value": value,
+        "confirm": {
+            "title": {"type": "plain_text", "text": "Abort the rollout?"},
+            "text": {
+                "type": "mrkdwn",
+                "text": "Vast stops the rolling update; workers already updated keep the new template.",
+            },
+            "confirm": {"type": "plain_text", "text": "Abort"},
+            "deny": {"type": "plain_text", "text": "Cancel"},
+        },
+    }
+    wait = {
+        "type": "button",
+        "action_id": "alert_keep_waiting",
+        "text": {"type": "plain_text", "text": "Keep waiting"},
+        "value": value,
+    }
+    return [abort, rollback, wait]

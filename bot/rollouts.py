@@ -12,10 +12,11 @@ import threading
 from typing import Any
 
 from bot import render
+from bot.alerts import Alerts
 from bot.context import Context
 from bot.errors import UserError
-from bot.notify import people, proposal_key, refresh_proposal, thread_post
-from bot.progress import LOADING_STATUSES, advance, workers_to_check
+from bot.notify import refresh_proposal, thread_post
+from bot.progress import advance, normalize_status, workers_to_check
 from bot.templates import format_search, normalize_search
 from bot.vast import VastError, VastUnavailable, VastWorkersLoading
 
@@ -39,6 +40,7 @@ class RolloutEngine:
     def __init__(self, ctx: Context, invalidate: Any = None) -> None:
         self.ctx = ctx
         self.invalidate = invalidate
+        self.alerts = Alerts(ctx)
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -228,6 +230,7 @@ class RolloutEngine:
             # A search-filter-only change has no step 1, so the drift check happens here.
             self._drift_before_start(rollout, proposal)
         if not already:
+            self._record_ready_before(rollout_id)
             self.ctx.store.journal(rollout_id, "group update requested")
             self.ctx.vast.update_workergroup(
                 rollout["workergroup_id"],
@@ -256,6 +259,18 @@ class RolloutEngine:
             rollout["workergroup_id"],
             rollout["new_template_hash"],
         )
+
+    def _record_ready_before(self, rollout_id: int) -> None:
+        """Remember how many workers were ready before step 2, for the capacity alert."""
+        rollout = self.ctx.store.rollout(rollout_id)
+        assert rollout is not None
+        try:
+            workers = self.ctx.vast.workergroup_workers(rollout["workergroup_id"])
+        except VastError as error:
+            logger.warning("Could not count ready workers before rollout %s: %s", rollout_id, error)
+            return
+        ready = sum(1 for worker in workers if normalize_status(worker.get("status")) == "IDLE")
+        self.ctx.store.update_rollout(rollout_id, ready_before=ready)
 
     # Polling --------------------------------------------------------------------------------
 
@@ -340,10 +355,14 @@ class RolloutEngine:
         if result.transitions:
             text, blocks = render.worker_updates(result.transitions, progress)
             thread_post(self.ctx, proposal, f"rollout:{rollout_id}:poll:{now:.3f}", text, blocks)
+        if rollout.get("ready_before") is None:
+            self.ctx.store.update_rollout(rollout_id, ready_before=progress["ready"])
+            rollout["ready_before"] = progress["ready"]
         for transition in result.transitions:
             if transition.new_phase == "error":
-                self._worker_error_alert(rollout, proposal, transition)
-        self._check_stuck(rollout, proposal, result.rows, now)
+                self.alerts.worker_error(rollout, proposal, transition.worker_id, transition.status_msg)
+        self.alerts.stuck_workers(rollout, proposal, result.rows, now)
+        self.alerts.capacity(rollout, proposal, progress["ready"])
         if changed:
             refresh_proposal(self.ctx, proposal["id"])
         if result.progress.done and progress["updating"] == 0:
@@ -365,78 +384,20 @@ class RolloutEngine:
             found[worker_id] = self.ctx.vast.instance(worker_id)
         return found
 
-    # Alerts ---------------------------------------------------------------------------------
-
-    def alert(
-        self,
-        rollout: dict[str, Any],
-        proposal: dict[str, Any],
-        subject: str,
-        cause: str,
-        headline: str,
-        choices: str = "",
-    ) -> bool:
-        """Post an alert once per rollout, subject and cause; False when it was already posted."""
-        if not self.ctx.store.record_alert(rollout["id"], subject, cause):
-            return False
-        channel = self.ctx.settings.alert_channel or proposal["channel_id"]
-        message = self.ctx.store.message(proposal_key(proposal["id"]))
-        link = render.thread_link(proposal["channel_id"], message["ts"] if message else None)
-        text, blocks = render.alert_message(
-            headline=headline,
-            proposal=proposal,
-            people=people(self.ctx, proposal),
-            thread=link,
-            choices=choices,
-        )
-        self.ctx.outbox.post(f"alert:{rollout['id']}:{subject}:{cause}", channel, text, blocks)
-        self.ctx.store.journal(rollout["id"], "alert", f"{subject} {cause}")
-        logger.warning("Rollout %s alert: %s", rollout["id"], headline)
-        return True
-
-    def _worker_error_alert(self, rollout: dict[str, Any], proposal: dict[str, Any], transition: Any) -> None:
-        detail = transition.status_msg
-        if not detail:
-            try:
-                detail = str(self.ctx.vast.instance(transition.worker_id).get("status_msg") or "")
-            except VastError as error:
-                logger.warning("Could not read instance %s for its status message: %s", transition.worker_id, error)
-        headline = (
-            f"worker {transition.worker_id} of endpoint {render.escape(proposal['endpoint_name'])} went into ERROR"
-        )
-        if detail:
-            headline += f": {render.escape(detail)}"
-        self.alert(rollout, proposal, f"worker-{transition.worker_id}", "error", headline)
-
-    def _check_stuck(
-        self, rollout: dict[str, Any], proposal: dict[str, Any], rows: list[dict[str, Any]], now: float
-    ) -> None:
-        limit = self.ctx.settings.stuck_minutes * 60
-        for row in rows:
-            if row["status"] in LOADING_STATUSES and now - row["status_since"] > limit:
-                self.alert(
-                    rollout,
-                    proposal,
-                    f"worker-{row['worker_id']}",
-                    "stuck",
-                    f"worker {row['worker_id']} has been in {row['status']} for "
-                    f"{render.duration(now - row['status_since'])}, "
-                    f"longer than {self.ctx.settings.stuck_minutes:g} minutes",
-                )
-
     def _check_timeout(self, rollout: dict[str, Any], proposal: dict[str, Any]) -> None:
         limit = self.ctx.settings.rollout_timeout_minutes * 60
         elapsed = self.ctx.clock() - rollout["started_at"]
         if elapsed > limit:
-            self.alert(
+            self.fail(rollout["id"], f"Timed out after {render.duration(elapsed)}.", alert=False)
+            self.alerts.raise_alert(
                 rollout,
                 proposal,
                 "rollout",
                 "timeout",
                 f"rollout #{rollout['id']} did not finish within "
                 f"{self.ctx.settings.rollout_timeout_minutes:g} minutes and is marked failed",
+                running=False,
             )
-            self.fail(rollout["id"], f"Timed out after {render.duration(elapsed)}.", alert=False)
 
     # Finishing ------------------------------------------------------------------------------
 
@@ -526,7 +487,14 @@ class RolloutEngine:
             broadcast=True,
         )
         if alert:
-            self.alert(rollout, proposal, "rollout", "failed", f"rollout #{rollout_id} failed: {render.escape(reason)}")
+            self.alerts.raise_alert(
+                rollout,
+                proposal,
+                "rollout",
+                "failed",
+                f"rollout #{rollout_id} failed: {render.escape(reason)}",
+                running=False,
+            )
         refresh_proposal(self.ctx, proposal["id"])
 
     def _invalidate_stale(self, proposal: dict[str, Any]) -> None:

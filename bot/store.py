@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS rollouts (
     finished_at REAL,
     worker_total INTEGER NOT NULL DEFAULT 0,
     failed_polls INTEGER NOT NULL DEFAULT 0,
+    ready_before INTEGER,
     unreachable_since REAL,
     progress TEXT,
     summary TEXT NOT NULL DEFAULT ''
@@ -404,6 +405,13 @@ class Store:
             (rollout_id, subject, cause),
         )
 
+    def cause_acknowledged(self, rollout_id: int, cause: str) -> bool:
+        row = self._one(
+            "SELECT 1 AS found FROM alerts WHERE rollout_id = ? AND cause = ? AND acknowledged_by IS NOT NULL",
+            (rollout_id, cause),
+        )
+        return row is not None
+
     def acknowledge_alert(self, rollout_id: int, subject: str, cause: str, user_id: str) -> bool:
         with self.transaction() as connection:
             cursor = connection.execute(
@@ -437,6 +445,13 @@ class Store:
         for row in rows:
             row["payload"] = json.loads(row["payload"])
         return rows
+
+    def outbox_latest(self, key: str) -> dict[str, Any] | None:
+        """The newest queued or delivered row for a message key, with its payload decoded."""
+        row = self._one("SELECT * FROM outbox WHERE key = ? ORDER BY id DESC LIMIT 1", (key,))
+        if row:
+            row["payload"] = json.loads(row["payload"])
+        return row
 
     def outbox_row(self, outbox_id: int) -> dict[str, Any] | None:
         return self._one("SELECT * FROM outbox WHERE id = ?", (outbox_id,))

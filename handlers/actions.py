@@ -66,6 +66,19 @@ def register(app: App, rollcall: Rollcall) -> None:
 
         reply_errors("reject", ephemeral(client, body), work)
 
+    def alert_button(name: str, run: Callable[[str, str], str]) -> Callable[..., None]:
+        def listener(ack: Ack, action: dict[str, Any], body: dict[str, Any], client: Any) -> None:
+            ack()
+            user = body["user"]["id"]
+            reply_errors(name, ephemeral(client, body), lambda: run(str(action.get("value") or ""), user))
+
+        listener.__doc__ = f"Handle the alert's {name} button."
+        return listener
+
+    app.action("alert_abort")(alert_button("Abort", rollcall.abort_from_alert))
+    app.action("alert_rollback")(alert_button("Roll back", rollcall.rollback_from_alert))
+    app.action("alert_keep_waiting")(alert_button("Keep waiting", rollcall.keep_waiting))
+
     @app.action("cancel_proposal")
     def cancel(ack: Ack, action: dict[str, Any], body: dict[str, Any], client: Any) -> None:
         """Withdraw a proposal (its proposer only)."""
