@@ -5,6 +5,8 @@ records every call, message, ephemeral message, response-URL post and modal view
 chosen methods fail or respond slowly. Method names, argument names, error codes and limits follow
 Slack's Web API reference for chat.postMessage, chat.update, views.open, users.info,
 usergroups.users.list and conversations.history/replies, as read for slack_sdk 3.47.
+``apps.connections.open`` returns URLs of a Socket Mode server (``sandbox.slack_socket``) that
+starts on first use.
 
 Example::
 
@@ -31,9 +33,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+if TYPE_CHECKING:
+    from sandbox.slack_socket import SocketModeServer
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +93,10 @@ TS_STEP_MICROS = 100
 
 # Slack's modals must open within 3 seconds of the interaction that produced the trigger_id.
 TRIGGER_TTL_SECONDS = 3.0
+
+# Methods that take the app-level token (xapp-...) instead of the bot token, and the scope it has.
+APP_TOKEN_METHODS = ("apps.connections.open",)
+APP_TOKEN_SCOPES = ("connections:write",)
 
 # Method name under which response-URL posts appear in calls() and can be failed or delayed.
 RESPONSE_URL_METHOD = "response_url"
@@ -408,7 +417,8 @@ class SlackSandbox:
     """Fake Slack Web API server on 127.0.0.1 that records what the bot sends.
 
     Args:
-        bot_token: the only token accepted. Any other token gets ``invalid_auth``.
+        bot_token: the only token accepted, except by ``apps.connections.open``, which accepts
+            any app-level token (``xapp-...``). Any other token gets ``invalid_auth``.
         users: user fixtures, each a dict with ``id``, ``name`` and optionally ``real_name``,
             ``tz``, ``display_name``, ``deleted`` and ``is_bot``. Defaults to ``DEFAULT_USERS``.
         usergroups: user group id to member user ids. Defaults to ``DEFAULT_USERGROUPS``.
@@ -470,9 +480,11 @@ class SlackSandbox:
 
         self._server: _SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._socket_mode: SocketModeServer | None = None
         self._stopping = threading.Event()
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
+            "apps.connections.open": self._apps_connections_open,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.delete": self._chat_delete,
@@ -510,6 +522,10 @@ class SlackSandbox:
             return
         url = self.url
         self._stopping.set()
+        with self.on_change:
+            socket_mode, self._socket_mode = self._socket_mode, None
+        if socket_mode is not None:
+            socket_mode.stop()
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -536,6 +552,21 @@ class SlackSandbox:
     def api_url(self) -> str:
         """Web API base URL, to pass as slack_sdk's ``base_url``."""
         return self.url + "/api/"
+
+    @property
+    def socket_mode(self) -> SocketModeServer:
+        """The Socket Mode WebSocket server, started on first use and stopped by ``stop()``.
+
+        ``apps.connections.open`` returns URLs of this server. See ``sandbox.slack_socket``.
+        """
+        with self.on_change:
+            if self._socket_mode is None:
+                if self._server is None or self._stopping.is_set():
+                    raise RuntimeError("Slack sandbox is not running; call start() first")
+                from sandbox.slack_socket import SocketModeServer
+
+                self._socket_mode = SocketModeServer(app_id=APP_ID).start()
+            return self._socket_mode
 
     # -- fixtures for requests to the bot -------------------------------------------------------
 
@@ -789,7 +820,7 @@ class SlackSandbox:
             handler = self._methods.get(method)
             if not token:
                 error = "not_authed"
-            elif token != self.bot_token:
+            elif not self._token_accepted(method, token):
                 error = "invalid_auth"
             elif handler is None:
                 error = "unknown_method"
@@ -803,8 +834,14 @@ class SlackSandbox:
                 result = handler(params)
             except SlackError as exc:
                 result = {"ok": False, "error": exc.code, **exc.extra}
-            headers = {"x-oauth-scopes": ",".join(BOT_SCOPES)}
+            scopes = APP_TOKEN_SCOPES if method in APP_TOKEN_METHODS else BOT_SCOPES
+            headers = {"x-oauth-scopes": ",".join(scopes)}
             return self._record(method, params, Reply(200, result, headers))
+
+    def _token_accepted(self, method: str, token: str) -> bool:
+        if method in APP_TOKEN_METHODS:
+            return token.startswith("xapp-")
+        return token == self.bot_token
 
     def _handle_response_url(self, response_id: str, body: bytes) -> Reply:
         self._wait_if_delayed(RESPONSE_URL_METHOD)
@@ -1038,6 +1075,9 @@ class SlackSandbox:
             "bot_id": BOT_ID,
             "is_enterprise_install": False,
         }
+
+    def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": self.socket_mode.issue_url()}
 
     def _chat_post_message(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = params.get("channel")
