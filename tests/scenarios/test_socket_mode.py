@@ -74,7 +74,7 @@ def bot_environment(vast: VastSandbox, slack: SlackSandbox, db_path: Path) -> di
 
 @pytest.fixture
 def bot(tmp_path, vast, slack) -> Iterator[subprocess.Popen]:
-    """Run `python -m bot run` in Socket Mode; its output goes to tmp_path/bot.log."""
+    """Run `python -m bot run` in Socket Mode, with its output in tmp_path/bot.log."""
     log_path = tmp_path / "bot.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -101,12 +101,28 @@ def bot_log(process: subprocess.Popen) -> str:
     return process.log_path.read_text(errors="replace")
 
 
-def test_rollout_over_socket_mode(bot, vast, slack):
-    driver = SocketDriver(slack, timeout=10)
+def wait_connected(driver: SocketDriver, bot: subprocess.Popen) -> dict:
+    """Wait for the bot's WebSocket connection. On a timeout, fail with the bot's log."""
     try:
-        connection = driver.wait_connected(timeout=15)
+        return driver.wait_connected(timeout=15)
     except AssertionError as error:
         raise AssertionError(f"{error}\nbot exit code: {bot.poll()}\nbot log:\n{bot_log(bot)}") from None
+
+
+def stop_bot(bot: subprocess.Popen) -> str:
+    """Stop the bot with SIGTERM, check that it exits cleanly, and return its log."""
+    bot.send_signal(signal.SIGTERM)
+    assert bot.wait(timeout=10) == 0, bot_log(bot)
+    log = bot_log(bot)
+    assert "Connected to Slack in Socket Mode" in log
+    assert "Traceback" not in log, log
+    assert APP_TOKEN not in log
+    return log
+
+
+def test_rollout_over_socket_mode(bot, vast, slack):
+    driver = SocketDriver(slack, timeout=10)
+    connection = wait_connected(driver, bot)
     assert connection["id"] == 1
     assert len(slack.calls("apps.connections.open")) == 1
 
@@ -128,10 +144,24 @@ def test_rollout_over_socket_mode(bot, vast, slack):
     )
     assert slack.socket_mode.unexpected_messages() == []
     assert [ack["connection"] for ack in slack.socket_mode.acks()] == [1, 1]
+    stop_bot(bot)
 
-    bot.send_signal(signal.SIGTERM)
-    assert bot.wait(timeout=10) == 0, bot_log(bot)
-    log = bot_log(bot)
-    assert "Connected to Slack in Socket Mode" in log
-    assert "Traceback" not in log, log
-    assert APP_TOKEN not in log
+
+def test_bot_reconnects_after_refresh(bot, vast, slack):
+    driver = SocketDriver(slack, timeout=10)
+    wait_connected(driver, bot)
+
+    slack.socket_mode.disconnect("refresh_requested")
+
+    # slack_sdk opens the new connection first and closes the old one within its 3-second
+    # receive timeout.
+    connections = slack.socket_mode.wait_for(
+        lambda s: len(s.connections()) == 2 and s.connections()[0]["closed"] and s.connections(), timeout=10
+    )
+    assert connections[1]["open"]
+    assert len(slack.calls("apps.connections.open")) == 2
+    listed = driver.command("/rollout", "list", user="U0ALICE", channel=CHANNEL)
+    assert listed["connection"] == 2
+    [response] = slack.wait_for(lambda s: s.responses(), timeout=10)
+    assert "qwen-chat" in response["text"]
+    stop_bot(bot)
