@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 # Keep waiting on one of these silences the same cause for every worker of the rollout: the team
 # has accepted that loading is slow or capacity is low. ERROR alerts stay per worker.
 SILENCED_TOGETHER = {"stuck", "capacity"}
+# Workers named in one alert; the rest are counted.
+MAX_NAMED_WORKERS = 5
 
 
 def alert_key(rollout_id: int, subject: str, cause: str) -> str:
@@ -44,6 +46,13 @@ class Alerts:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
+    def claim(self, rollout_id: int, subjects: list[str], cause: str) -> list[str]:
+        """Record alerts for these subjects; return the ones not alerted (or silenced) before."""
+        store = self.ctx.store
+        if cause in SILENCED_TOGETHER and store.cause_acknowledged(rollout_id, cause):
+            return []
+        return [subject for subject in subjects if store.record_alert(rollout_id, subject, cause)]
+
     def raise_alert(
         self,
         rollout: dict[str, Any],
@@ -55,11 +64,23 @@ class Alerts:
         running: bool = True,
     ) -> bool:
         """Post an alert once per rollout, subject and cause; False when it was not posted."""
+        if not self.claim(rollout["id"], [subject], cause):
+            return False
+        self.post(rollout, proposal, subject, cause, headline, running=running)
+        return True
+
+    def post(
+        self,
+        rollout: dict[str, Any],
+        proposal: dict[str, Any],
+        subject: str,
+        cause: str,
+        headline: str,
+        *,
+        running: bool = True,
+    ) -> None:
+        """Post an alert already claimed; `subject` names it for its buttons."""
         store = self.ctx.store
-        if cause in SILENCED_TOGETHER and store.cause_acknowledged(rollout["id"], cause):
-            return False
-        if not store.record_alert(rollout["id"], subject, cause):
-            return False
         channel = self.ctx.settings.alert_channel or proposal["channel_id"]
         message = store.message(proposal_key(proposal["id"]))
         link = render.thread_link(proposal["channel_id"], message["ts"] if message else None)
@@ -82,7 +103,6 @@ class Alerts:
         store.journal(rollout["id"], "alert", f"{cause}: {headline}")
         store.audit(proposal["id"], "alert", None, f"{cause}: {headline}")
         logger.warning("Rollout %s alert (%s %s): %s", rollout["id"], subject, cause, headline)
-        return True
 
     def close(self, rollout_id: int, subject: str, cause: str, note: str) -> None:
         """Replace an alert's buttons with a note saying how it was answered."""
@@ -98,34 +118,65 @@ class Alerts:
 
     # Checks run on every poll -----------------------------------------------------------------
 
-    def worker_error(self, rollout: dict[str, Any], proposal: dict[str, Any], worker_id: int, status_msg: str) -> None:
-        detail = status_msg
-        if not detail:
-            # The worker list often lacks the reason; the instance carries Vast's status_msg.
-            try:
-                detail = str(self.ctx.vast.instance(worker_id).get("status_msg") or "")
-            except VastError as error:
-                logger.warning("Could not read instance %s for its status message: %s", worker_id, error)
-        headline = f"worker {worker_id} of endpoint {render.escape(proposal['endpoint_name'])} went into ERROR"
-        if detail:
-            headline += f": {render.escape(detail)}"
-        self.raise_alert(rollout, proposal, f"worker-{worker_id}", "error", headline)
+    def worker_errors(self, rollout: dict[str, Any], proposal: dict[str, Any], transitions: list[Any]) -> None:
+        """One alert for the workers that went into ERROR during this poll.
+
+        A worker already in ERROR when the rollout first saw it is reported in the thread but
+        not alerted on: the rollout did not cause it.
+        """
+        failed = {t.worker_id: t.status_msg for t in transitions if t.new_phase == "error" and t.old_phase}
+        new = self.claim(rollout["id"], [f"worker-{worker_id}" for worker_id in sorted(failed)], "error")
+        if not new:
+            return
+        ids = [int(subject.split("-", 1)[1]) for subject in new]
+        reasons = {worker_id: failed[worker_id] or self._status_msg(worker_id) for worker_id in ids[:MAX_NAMED_WORKERS]}
+        endpoint = render.escape(proposal["endpoint_name"])
+        if len(ids) == 1:
+            headline = f"worker {ids[0]} of endpoint {endpoint} went into ERROR"
+            if reasons[ids[0]]:
+                headline += f": {render.escape(reasons[ids[0]])}"
+        else:
+            named = [
+                f"{worker_id} ({render.escape(reason)})" if reason else str(worker_id)
+                for worker_id, reason in reasons.items()
+            ]
+            more = f" and {len(ids) - MAX_NAMED_WORKERS} more" if len(ids) > MAX_NAMED_WORKERS else ""
+            headline = f"{len(ids)} workers of endpoint {endpoint} went into ERROR: {', '.join(named)}{more}"
+        self.post(rollout, proposal, new[0], "error", headline)
+
+    def _status_msg(self, worker_id: int) -> str:
+        # The worker list often lacks the reason; the instance carries Vast's status_msg.
+        try:
+            return str(self.ctx.vast.instance(worker_id).get("status_msg") or "")
+        except VastError as error:
+            logger.warning("Could not read instance %s for its status message: %s", worker_id, error)
+            return ""
 
     def stuck_workers(
         self, rollout: dict[str, Any], proposal: dict[str, Any], rows: list[dict[str, Any]], now: float
     ) -> None:
+        """One alert for the workers that stayed loading or updating too long, each alerted once."""
         minutes = self.ctx.settings.stuck_minutes
-        for row in rows:
-            waited = now - row["status_since"]
-            if row["status"] in LOADING_STATUSES and waited > minutes * 60:
-                self.raise_alert(
-                    rollout,
-                    proposal,
-                    f"worker-{row['worker_id']}",
-                    "stuck",
-                    f"worker {row['worker_id']} has been in {row['status']} for {render.duration(waited)}, "
-                    f"longer than the {minutes:g} minutes allowed",
-                )
+        stuck = {
+            row["worker_id"]: row
+            for row in rows
+            if row["status"] in LOADING_STATUSES and now - row["status_since"] > minutes * 60
+        }
+        new = self.claim(rollout["id"], [f"worker-{worker_id}" for worker_id in sorted(stuck)], "stuck")
+        if not new:
+            return
+        rows_new = [stuck[int(subject.split("-", 1)[1])] for subject in new]
+        named = [
+            f"worker {row['worker_id']} has been in {row['status']} for {render.duration(now - row['status_since'])}"
+            for row in rows_new[:MAX_NAMED_WORKERS]
+        ]
+        more = (
+            f" and {len(rows_new) - MAX_NAMED_WORKERS} more workers are stuck"
+            if len(rows_new) > MAX_NAMED_WORKERS
+            else ""
+        )
+        headline = f"{'; '.join(named)}{more}, longer than the {minutes:g} minutes allowed"
+        self.post(rollout, proposal, new[0], "stuck", headline)
 
     def capacity(self, rollout: dict[str, Any], proposal: dict[str, Any], ready: int) -> None:
         minimum = self.ctx.settings.min_ready

@@ -280,7 +280,7 @@ def transition_line(transition: Any) -> str:
             return f"{worker} rejoined on the new configuration after {duration(transition.seconds_updating)}"
         return f"{worker} rejoined on the new configuration"
     if transition.new_phase == "error":
-        line = f"{worker} is in ERROR"
+        line = f"{worker} is in ERROR" if transition.old_phase else f"{worker} was already in ERROR"
         if transition.status_msg:
             line += f": {escape(transition.status_msg)}"
         return line

@@ -358,9 +358,7 @@ class RolloutEngine:
         if rollout.get("ready_before") is None:
             self.ctx.store.update_rollout(rollout_id, ready_before=progress["ready"])
             rollout["ready_before"] = progress["ready"]
-        for transition in result.transitions:
-            if transition.new_phase == "error":
-                self.alerts.worker_error(rollout, proposal, transition.worker_id, transition.status_msg)
+        self.alerts.worker_errors(rollout, proposal, result.transitions)
         self.alerts.stuck_workers(rollout, proposal, result.rows, now)
         self.alerts.capacity(rollout, proposal, progress["ready"])
         if changed:

@@ -3,7 +3,8 @@
 It starts the Vast sandbox (one endpoint, 8 workers, 3 of them inactive), the Slack sandbox and
 the bot itself in HTTP mode as a separate process, all on free loopback ports. Then alice
 proposes a new MODEL_NAME, bob approves it, and the conversation is printed as it unfolds
-until the rollout completes. With `--fail` the new model fails to load and the alert is shown.
+until the rollout completes. With `--fail` the new model fails to load: the alert goes out, alice
+clicks Roll back on it, bob approves the rollback, and the old model comes back.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         printer.show(slack.messages(CHANNEL))
         print("bob clicks [Approve]")
         driver.click(proposal, action_id="approve", user="U0BOB")
-        status = follow(slack, printer, args.timeout, expect_failure=args.fail)
+        status = follow(slack, driver, printer, args.timeout, expect_failure=args.fail)
     except Exception as error:  # the demo reports any failure and the bot's log, then exits 1
         print(f"\nThe demo failed: {error}", file=sys.stderr)
         status = 1
@@ -188,22 +189,39 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def follow(slack: SlackSandbox, printer: Printer, timeout: float, *, expect_failure: bool) -> int:
-    """Print the conversation until the rollout completes (or, expecting failure, alerts)."""
+def follow(slack: SlackSandbox, driver: SlackDriver, printer: Printer, timeout: float, *, expect_failure: bool) -> int:
+    """Print the conversation until the rollout completes.
+
+    Expecting a failure, wait for the alert, click Roll back as alice, approve the rollback
+    proposal as bob, and follow the rollback until it completes.
+    """
     deadline = time.monotonic() + timeout
     started = time.monotonic()
+    rolled_back = approved_rollback = False
     while time.monotonic() < deadline:
         messages = slack.messages(CHANNEL)
         printer.show(messages)
-        texts = [str(message.get("text", "")) for message in messages]
-        if not expect_failure and any("complete:" in text for text in texts):
+        completions = [message for message in messages if "complete:" in str(message.get("text", ""))]
+        if not expect_failure and completions:
             print(f"\nRollout completed in {time.monotonic() - started:.1f} s.")
             return 0
-        if expect_failure and any(":rotating_light:" in text for text in texts):
-            time.sleep(1.0)
-            printer.show(slack.messages(CHANNEL))
-            print(f"\nThe alert went out {time.monotonic() - started:.1f} s after the approval.")
-            return 0
+        if expect_failure:
+            alert = next((m for m in messages if ":rotating_light:" in str(m.get("text", ""))), None)
+            if alert and not rolled_back:
+                print("alice clicks [Roll back] on the alert")
+                driver.click(alert, action_id="alert_rollback", user="U0ALICE")
+                rolled_back = True
+            rollback = next((m for m in messages if str(m.get("text", "")).startswith("Rollback #")), None)
+            if rollback and not approved_rollback:
+                print("bob clicks [Approve] on the rollback")
+                driver.click(rollback, action_id="approve", user="U0BOB")
+                approved_rollback = True
+            if approved_rollback and completions:
+                print(
+                    f"\nThe alert went out and the rollback completed, {time.monotonic() - started:.1f} s "
+                    "after the first approval."
+                )
+                return 0
         time.sleep(0.2)
     print(f"\nNothing finished within {timeout:.0f} s.", file=sys.stderr)
     return 1

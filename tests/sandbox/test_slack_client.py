@@ -32,34 +32,66 @@ CHANNEL = "C0DEPLOYS"
 def proposal_blocks():
     return [
         {"type": "section", "text": {"type": "mrkdwn", "text": "*qwen-chat*: MODEL_NAME=x"}},
-        {"type": "actions", "block_id": "decision", "elements": [
-            {"type": "button", "action_id": "approve", "value": "p-1", "style": "primary",
-             "text": {"type": "plain_text", "text": "Approve"}},
-            {"type": "button", "action_id": "reject", "value": "p-1",
-             "text": {"type": "plain_text", "text": "Reject"}},
-        ]},
+        {
+            "type": "actions",
+            "block_id": "decision",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "approve",
+                    "value": "p-1",
+                    "style": "primary",
+                    "text": {"type": "plain_text", "text": "Approve"},
+                },
+                {
+                    "type": "button",
+                    "action_id": "reject",
+                    "value": "p-1",
+                    "text": {"type": "plain_text", "text": "Reject"},
+                },
+            ],
+        },
     ]
 
 
 def proposal_message(**extra):
-    return {"channel": CHANNEL, "ts": "1733337600.000100", "thread_ts": None, "text": "Proposal",
-            "blocks": proposal_blocks(), "user": "U0ROLLCALL", "bot_id": BOT_ID, **extra}
+    return {
+        "channel": CHANNEL,
+        "ts": "1733337600.000100",
+        "thread_ts": None,
+        "text": "Proposal",
+        "blocks": proposal_blocks(),
+        "user": "U0ROLLCALL",
+        "bot_id": BOT_ID,
+        **extra,
+    }
 
 
 def propose_view():
     return {
-        "id": "V0VIEW00001", "type": "modal", "callback_id": "propose",
+        "id": "V0VIEW00001",
+        "type": "modal",
+        "callback_id": "propose",
         "private_metadata": '{"channel": "C0DEPLOYS"}',
         "title": {"type": "plain_text", "text": "Propose"},
         "blocks": [
-            {"type": "input", "block_id": "endpoint",
-             "label": {"type": "plain_text", "text": "Endpoint"},
-             "element": {"type": "plain_text_input", "action_id": "name"}},
-            {"type": "input", "block_id": "when",
-             "label": {"type": "plain_text", "text": "When"},
-             "element": {"type": "datepicker", "action_id": "date"}},
+            {
+                "type": "input",
+                "block_id": "endpoint",
+                "label": {"type": "plain_text", "text": "Endpoint"},
+                "element": {"type": "plain_text_input", "action_id": "name"},
+            },
+            {
+                "type": "input",
+                "block_id": "when",
+                "label": {"type": "plain_text", "text": "When"},
+                "element": {"type": "datepicker", "action_id": "date"},
+            },
         ],
-        "hash": "1.abc", "trigger_id": "1.2.x", "user": "U0ALICE", "opened_by": "views.open",
+        "hash": "1.abc",
+        "trigger_id": "1.2.x",
+        "user": "U0ALICE",
+        "opened_by": "views.open",
     }
 
 
@@ -80,8 +112,7 @@ def test_sign_request_valid_for_slack_sdk():
 
     verifier = SignatureVerifier(SECRET)
     assert headers["X-Slack-Request-Timestamp"] == str(timestamp)
-    assert headers["X-Slack-Signature"] == verifier.generate_signature(
-        timestamp=str(timestamp), body=body)
+    assert headers["X-Slack-Signature"] == verifier.generate_signature(timestamp=str(timestamp), body=body)
     assert verifier.is_valid(body, str(timestamp), headers["X-Slack-Signature"])
 
 
@@ -101,16 +132,22 @@ def test_sign_request_rejected_by_slack_sdk(secret, age_seconds):
     headers = sign_request(body, secret, timestamp)
 
     assert not SignatureVerifier(SECRET).is_valid(
-        body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"])
+        body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+    )
 
 
 # -- payload builders --------------------------------------------------------------------------
 
 
 def test_slash_command_body_fields():
-    body = slash_command_body("/rollout", "propose qwen-chat MODEL_NAME=Qwen/Qwen3-14B",
-                              user="U0ALICE", channel=CHANNEL, response_url="http://r/1",
-                              trigger_id="1.2.3")
+    body = slash_command_body(
+        "/rollout",
+        "propose qwen-chat MODEL_NAME=Qwen/Qwen3-14B",
+        user="U0ALICE",
+        channel=CHANNEL,
+        response_url="http://r/1",
+        trigger_id="1.2.3",
+    )
 
     form = {key: values[0] for key, values in parse_qs(body, keep_blank_values=True).items()}
     assert form["command"] == "/rollout"
@@ -127,17 +164,21 @@ def test_slash_command_body_fields():
 
 
 def test_block_actions_body_shape():
-    body = block_actions_body(proposal_message(), "approve", user="U0BOB",
-                              response_url="http://r/2", trigger_id="1.2.4", action_ts="9.5")
+    body = block_actions_body(
+        proposal_message(), "approve", user="U0BOB", response_url="http://r/2", trigger_id="1.2.4", action_ts="9.5"
+    )
 
     payload = decode_payload(body)
     assert payload["type"] == "block_actions"
-    assert payload["user"] == {"id": "U0BOB", "username": "bob", "name": "bob",
-                               "team_id": TEAM_ID}
+    assert payload["user"] == {"id": "U0BOB", "username": "bob", "name": "bob", "team_id": TEAM_ID}
     assert payload["team"]["id"] == TEAM_ID
     assert payload["api_app_id"] == APP_ID
-    assert payload["container"] == {"type": "message", "message_ts": "1733337600.000100",
-                                    "channel_id": CHANNEL, "is_ephemeral": False}
+    assert payload["container"] == {
+        "type": "message",
+        "message_ts": "1733337600.000100",
+        "channel_id": CHANNEL,
+        "is_ephemeral": False,
+    }
     assert payload["channel"] == {"id": CHANNEL, "name": "deploys"}
     assert payload["message"]["ts"] == "1733337600.000100"
     assert payload["message"]["bot_id"] == BOT_ID
@@ -145,28 +186,38 @@ def test_block_actions_body_shape():
     assert payload["trigger_id"] == "1.2.4"
     assert payload["response_url"] == "http://r/2"
     assert payload["state"] == {"values": {}}
-    assert payload["actions"] == [{
-        "type": "button", "action_id": "approve", "block_id": "decision", "value": "p-1",
-        "style": "primary", "text": {"type": "plain_text", "text": "Approve"}, "action_ts": "9.5",
-    }]
+    assert payload["actions"] == [
+        {
+            "type": "button",
+            "action_id": "approve",
+            "block_id": "decision",
+            "value": "p-1",
+            "style": "primary",
+            "text": {"type": "plain_text", "text": "Approve"},
+            "action_ts": "9.5",
+        }
+    ]
 
 
 def test_block_actions_body_thread_reply():
     message = proposal_message(ts="1733337600.000300", thread_ts="1733337600.000100")
 
-    payload = decode_payload(block_actions_body(message, "reject", user="U0BOB",
-                                                response_url="u", trigger_id="t"))
+    payload = decode_payload(block_actions_body(message, "reject", user="U0BOB", response_url="u", trigger_id="t"))
 
     assert payload["container"]["thread_ts"] == "1733337600.000100"
     assert payload["message"]["thread_ts"] == "1733337600.000100"
 
 
 def test_block_actions_body_ephemeral_has_no_message():
-    ephemeral = {"channel": CHANNEL, "user": "U0ALICE", "text": "Sure?",
-                 "blocks": proposal_blocks(), "message_ts": "1733337600.000500"}
+    ephemeral = {
+        "channel": CHANNEL,
+        "user": "U0ALICE",
+        "text": "Sure?",
+        "blocks": proposal_blocks(),
+        "message_ts": "1733337600.000500",
+    }
 
-    payload = decode_payload(block_actions_body(ephemeral, "approve", user="U0ALICE",
-                                                response_url="u", trigger_id="t"))
+    payload = decode_payload(block_actions_body(ephemeral, "approve", user="U0ALICE", response_url="u", trigger_id="t"))
 
     assert "message" not in payload
     assert payload["container"]["is_ephemeral"] is True
@@ -179,9 +230,14 @@ def test_find_action_missing_names_present():
 
 
 def test_find_action_in_accessory():
-    blocks = [{"type": "section", "block_id": "b", "text": {"type": "mrkdwn", "text": "x"},
-               "accessory": {"type": "button", "action_id": "retry",
-                             "text": {"type": "plain_text", "text": "Retry"}}}]
+    blocks = [
+        {
+            "type": "section",
+            "block_id": "b",
+            "text": {"type": "mrkdwn", "text": "x"},
+            "accessory": {"type": "button", "action_id": "retry", "text": {"type": "plain_text", "text": "Retry"}},
+        }
+    ]
 
     assert find_action(blocks, "retry")[0] == "b"
 
@@ -189,9 +245,9 @@ def test_find_action_in_accessory():
 def test_view_submission_body_shape():
     body = view_submission_body(
         propose_view(),
-        {"endpoint": {"name": "qwen-chat"},
-         "when": {"date": {"type": "datepicker", "selected_date": "2025-01-02"}}},
-        user="U0ALICE", trigger_id="1.2.5",
+        {"endpoint": {"name": "qwen-chat"}, "when": {"date": {"type": "datepicker", "selected_date": "2025-01-02"}}},
+        user="U0ALICE",
+        trigger_id="1.2.5",
     )
 
     payload = decode_payload(body)
@@ -212,8 +268,7 @@ def test_view_submission_body_shape():
 
 def test_view_submission_body_unknown_input_fails():
     with pytest.raises(LookupError, match="block_id 'endpoint' and action_id 'typo'"):
-        view_submission_body(propose_view(), {"endpoint": {"typo": "x"}}, user="U0ALICE",
-                             trigger_id="t")
+        view_submission_body(propose_view(), {"endpoint": {"typo": "x"}}, user="U0ALICE", trigger_id="t")
 
 
 def test_event_callback_body_shape():
@@ -271,8 +326,9 @@ def bolt(slack):
     @app.action("approve")
     def on_approve(ack, action, body, respond):
         ack()
-        seen.actions.append({"value": action["value"], "user": body["user"]["id"],
-                             "ts": body["container"]["message_ts"]})
+        seen.actions.append(
+            {"value": action["value"], "user": body["user"]["id"], "ts": body["container"]["message_ts"]}
+        )
         respond(replace_original=True, text=f"Approved by <@{body['user']['id']}>")
 
     @app.view("propose")
@@ -285,8 +341,7 @@ def bolt(slack):
         ack()
 
     server = make_server("127.0.0.1", 0, SlackRequestHandler(app), handler_class=QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
-                              daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     seen.url = f"http://127.0.0.1:{server.server_port}/slack/events"
     yield seen
@@ -302,8 +357,9 @@ def driver(slack, bolt):
 
 
 def test_driver_command_accepted_by_bolt(slack, bolt, driver):
-    response = driver.command("/rollout", "propose qwen-chat MODEL_NAME=Qwen/Qwen3-14B",
-                              user="U0ALICE", channel=CHANNEL)
+    response = driver.command(
+        "/rollout", "propose qwen-chat MODEL_NAME=Qwen/Qwen3-14B", user="U0ALICE", channel=CHANNEL
+    )
 
     assert response.status_code == 200
     assert response.text == "working"
@@ -360,8 +416,7 @@ def test_driver_submit_view_accepted_by_bolt(slack, bolt, driver):
 
     assert accepted.status_code == 200
     assert bolt.views == [{"name": "qwen-chat", "metadata": '{"channel": "C0DEPLOYS"}'}]
-    assert rejected.json() == {"response_action": "errors",
-                               "errors": {"endpoint": "Enter an endpoint name"}}
+    assert rejected.json() == {"response_action": "errors", "errors": {"endpoint": "Enter an endpoint name"}}
 
 
 @pytest.mark.parametrize(
@@ -384,8 +439,9 @@ def test_driver_retry_headers_reach_bolt(slack, bolt, driver):
 
 
 def test_driver_event_signed_json(slack, bolt, driver):
-    response = driver.event({"type": "app_mention", "user": "U0ALICE", "text": "hi",
-                             "channel": CHANNEL, "ts": "1.0", "event_ts": "1.0"})
+    response = driver.event(
+        {"type": "app_mention", "user": "U0ALICE", "text": "hi", "channel": CHANNEL, "ts": "1.0", "event_ts": "1.0"}
+    )
 
     # The app has no event listener, so bolt answers 404 after verifying the signature.
     assert response.status_code == 404

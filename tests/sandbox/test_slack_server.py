@@ -29,8 +29,7 @@ def section(text):
 
 
 def button(label, action_id, value=None):
-    element = {"type": "button", "text": {"type": "plain_text", "text": label},
-               "action_id": action_id}
+    element = {"type": "button", "text": {"type": "plain_text", "text": label}, "action_id": action_id}
     if value is not None:
         element["value"] = value
     return element
@@ -40,8 +39,11 @@ def proposal_blocks():
     return [
         {"type": "header", "text": {"type": "plain_text", "text": "Rollout proposal"}},
         section("*qwen-chat*: MODEL_NAME=Qwen/Qwen3-14B"),
-        {"type": "actions", "block_id": "decision", "elements": [
-            button("Approve", "approve", "p-1"), button("Reject", "reject", "p-1")]},
+        {
+            "type": "actions",
+            "block_id": "decision",
+            "elements": [button("Approve", "approve", "p-1"), button("Reject", "reject", "p-1")],
+        },
     ]
 
 
@@ -52,11 +54,16 @@ def modal(title="Propose rollout", blocks=None):
         "title": {"type": "plain_text", "text": title},
         "submit": {"type": "plain_text", "text": "Propose"},
         "private_metadata": '{"channel": "C0DEPLOYS"}',
-        "blocks": blocks if blocks is not None else [{
-            "type": "input", "block_id": "endpoint",
-            "label": {"type": "plain_text", "text": "Endpoint"},
-            "element": {"type": "plain_text_input", "action_id": "name"},
-        }],
+        "blocks": blocks
+        if blocks is not None
+        else [
+            {
+                "type": "input",
+                "block_id": "endpoint",
+                "label": {"type": "plain_text", "text": "Endpoint"},
+                "element": {"type": "plain_text_input", "action_id": "name"},
+            }
+        ],
     }
 
 
@@ -160,9 +167,12 @@ def test_unknown_method_returns_error(client):
 
 def test_post_message_records_blocks_and_text(slack, client):
     response = client.chat_postMessage(
-        channel=CHANNEL, text="Rollout proposal", blocks=proposal_blocks(),
+        channel=CHANNEL,
+        text="Rollout proposal",
+        blocks=proposal_blocks(),
         metadata={"event_type": "rollout_proposed", "event_payload": {"id": "p-1"}},
-        unfurl_links=False, unfurl_media=False,
+        unfurl_links=False,
+        unfurl_media=False,
     )
 
     assert response["channel"] == CHANNEL
@@ -180,9 +190,14 @@ def test_post_message_records_blocks_and_text(slack, client):
 
 
 def test_post_message_fills_missing_block_ids(slack, client):
-    client.chat_postMessage(channel=CHANNEL, text="t", blocks=[
-        section("a"), {"type": "actions", "elements": [{"type": "button", "text": {
-            "type": "plain_text", "text": "Go"}}]}])
+    client.chat_postMessage(
+        channel=CHANNEL,
+        text="t",
+        blocks=[
+            section("a"),
+            {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Go"}}]},
+        ],
+    )
 
     blocks = slack.messages()[0]["blocks"]
     assert all(block["block_id"] for block in blocks)
@@ -190,8 +205,7 @@ def test_post_message_fills_missing_block_ids(slack, client):
 
 
 def test_post_message_ts_strictly_increasing(slack, client):
-    stamps = [client.chat_postMessage(channel=channel, text="x")["ts"]
-              for channel in ("C1", "C2", "C1", "C3")]
+    stamps = [client.chat_postMessage(channel=channel, text="x")["ts"] for channel in ("C1", "C2", "C1", "C3")]
 
     for ts in stamps:
         assert re.fullmatch(r"\d{10}\.\d{6}", ts)
@@ -217,14 +231,17 @@ def test_post_message_threads_are_safe(slack, client):
 
 
 def test_post_message_form_body_decodes_json(slack, http):
-    response = http.post(slack.api_url + "chat.postMessage", data={
-        "token": TOKEN,
-        "channel": CHANNEL,
-        "text": "fallback",
-        "blocks": json.dumps([section("from a form")]),
-        "metadata": json.dumps({"event_type": "t", "event_payload": {"n": 1}}),
-        "reply_broadcast": "false",
-    })
+    response = http.post(
+        slack.api_url + "chat.postMessage",
+        data={
+            "token": TOKEN,
+            "channel": CHANNEL,
+            "text": "fallback",
+            "blocks": json.dumps([section("from a form")]),
+            "metadata": json.dumps({"event_type": "t", "event_payload": {"n": 1}}),
+            "reply_broadcast": "false",
+        },
+    )
 
     assert response.json()["ok"] is True
     [message] = slack.messages()
@@ -234,8 +251,7 @@ def test_post_message_form_body_decodes_json(slack, http):
 
 
 def test_post_message_bad_blocks_json_rejected(slack, http):
-    response = http.post(slack.api_url + "chat.postMessage",
-                         data={"token": TOKEN, "channel": CHANNEL, "blocks": "[{"})
+    response = http.post(slack.api_url + "chat.postMessage", data={"token": TOKEN, "channel": CHANNEL, "blocks": "[{"})
 
     assert response.json() == {"ok": False, "error": "invalid_blocks_format"}
 
@@ -246,8 +262,11 @@ def test_post_message_bad_blocks_json_rejected(slack, http):
     ids=["broken", "array"],
 )
 def test_post_message_bad_json_body_rejected(slack, http, content, error):
-    response = http.post(slack.api_url + "chat.postMessage", content=content, headers={
-        "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    response = http.post(
+        slack.api_url + "chat.postMessage",
+        content=content,
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
 
     assert response.json() == {"ok": False, "error": error}
     assert len(slack.calls("chat.postMessage")) == 1
@@ -267,18 +286,29 @@ def test_post_message_to_user_posts_dm(slack, client):
         ({"text": "x" * 40_001}, "msg_too_long"),
         ({"text": "t", "blocks": [section("b")] * 51}, "invalid_blocks"),
         ({"text": "t", "blocks": [section("x" * 3001)]}, "invalid_blocks"),
-        ({"text": "t", "blocks": [{"text": {"type": "mrkdwn", "text": "no type"}}]},
-         "invalid_blocks"),
-        ({"text": "t", "blocks": [{"type": "actions", "elements": [
-            button(f"b{i}", f"a{i}") for i in range(26)]}]}, "invalid_blocks"),
-        ({"text": "t", "blocks": [{"type": "header", "text": {
-            "type": "plain_text", "text": "h" * 151}}]}, "invalid_blocks"),
-        ({"text": "t", "blocks": [{"type": "actions", "elements": [
-            button("x" * 76, "long")]}]}, "invalid_blocks"),
+        ({"text": "t", "blocks": [{"text": {"type": "mrkdwn", "text": "no type"}}]}, "invalid_blocks"),
+        (
+            {"text": "t", "blocks": [{"type": "actions", "elements": [button(f"b{i}", f"a{i}") for i in range(26)]}]},
+            "invalid_blocks",
+        ),
+        (
+            {"text": "t", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}]},
+            "invalid_blocks",
+        ),
+        ({"text": "t", "blocks": [{"type": "actions", "elements": [button("x" * 76, "long")]}]}, "invalid_blocks"),
         ({"text": "t", "thread_ts": "1733337600.999900"}, "thread_not_found"),
     ],
-    ids=["no-text", "text-too-long", "51-blocks", "section-3001", "block-without-type",
-         "26-actions", "header-151", "button-text-76", "unknown-thread"],
+    ids=[
+        "no-text",
+        "text-too-long",
+        "51-blocks",
+        "section-3001",
+        "block-without-type",
+        "26-actions",
+        "header-151",
+        "button-text-76",
+        "unknown-thread",
+    ],
 )
 def test_post_message_rejects_invalid(slack, client, kwargs, error):
     # api_call skips slack_sdk's own warning about a missing text.
@@ -291,19 +321,20 @@ def test_post_message_rejects_invalid(slack, client, kwargs, error):
 
 
 def test_post_message_invalid_blocks_names_pointer(client):
-    response = slack_error(
-        lambda: client.chat_postMessage(channel=CHANNEL, text="t", blocks=[section("x" * 3001)]))
+    response = slack_error(lambda: client.chat_postMessage(channel=CHANNEL, text="t", blocks=[section("x" * 3001)]))
 
-    assert response["errors"] == ["must be less than 3001 characters "
-                                  "[json-pointer:/blocks/0/text/text]"]
+    assert response["errors"] == ["must be less than 3001 characters [json-pointer:/blocks/0/text/text]"]
 
 
 def test_post_message_accepts_limits(slack, client):
     client.chat_postMessage(channel=CHANNEL, text="x" * 40_000)
     client.chat_postMessage(channel=CHANNEL, text="t", blocks=[section("s")] * 50)
     client.chat_postMessage(channel=CHANNEL, text="t", blocks=[section("x" * 3000)])
-    client.chat_postMessage(channel=CHANNEL, text="t", blocks=[{"type": "actions", "elements": [
-        button(f"b{i}", f"a{i}") for i in range(25)]}])
+    client.chat_postMessage(
+        channel=CHANNEL,
+        text="t",
+        blocks=[{"type": "actions", "elements": [button(f"b{i}", f"a{i}") for i in range(25)]}],
+    )
 
     assert len(slack.messages()) == 4
 
@@ -339,8 +370,7 @@ def test_post_message_thread_reply(slack, client):
 def test_post_message_thread_in_other_channel_fails(client):
     parent = client.chat_postMessage(channel=CHANNEL, text="parent")["ts"]
 
-    response = slack_error(
-        lambda: client.chat_postMessage(channel="C0ALERTS", text="x", thread_ts=parent))
+    response = slack_error(lambda: client.chat_postMessage(channel="C0ALERTS", text="x", thread_ts=parent))
 
     assert response["error"] == "thread_not_found"
 
@@ -375,8 +405,7 @@ def test_update_text_only_removes_blocks(slack, client):
 def test_update_metadata_replaced(slack, client):
     ts = client.chat_postMessage(channel=CHANNEL, text="v1")["ts"]
 
-    client.chat_update(channel=CHANNEL, ts=ts, text="v2",
-                       metadata={"event_type": "done", "event_payload": {}})
+    client.chat_update(channel=CHANNEL, ts=ts, text="v2", metadata={"event_type": "done", "event_payload": {}})
 
     assert slack.message(CHANNEL, ts)["metadata"]["event_type"] == "done"
 
@@ -409,16 +438,14 @@ def test_delete_hides_message(slack, client):
     client.chat_delete(channel=CHANNEL, ts=ts)
 
     assert slack.messages() == []
-    assert slack_error(lambda: client.chat_delete(channel=CHANNEL, ts=ts))["error"] == (
-        "message_not_found")
+    assert slack_error(lambda: client.chat_delete(channel=CHANNEL, ts=ts))["error"] == ("message_not_found")
 
 
 # -- chat.postEphemeral ------------------------------------------------------------------------
 
 
 def test_post_ephemeral_records_message(slack, client):
-    response = client.chat_postEphemeral(channel=CHANNEL, user="U0ALICE", text="only you",
-                                         blocks=[section("only you")])
+    response = client.chat_postEphemeral(channel=CHANNEL, user="U0ALICE", text="only you", blocks=[section("only you")])
 
     [ephemeral] = slack.ephemerals()
     assert ephemeral["message_ts"] == response["message_ts"]
@@ -429,8 +456,7 @@ def test_post_ephemeral_records_message(slack, client):
 
 
 def test_post_ephemeral_unknown_user_fails(client):
-    response = slack_error(
-        lambda: client.chat_postEphemeral(channel=CHANNEL, user="U0NOBODY", text="x"))
+    response = slack_error(lambda: client.chat_postEphemeral(channel=CHANNEL, user="U0NOBODY", text="x"))
 
     assert response["error"] == "user_not_found"
 
@@ -483,8 +509,7 @@ def test_views_open_expired_trigger_fails(slack, client):
     ids=["title-25", "101-blocks", "bad-type"],
 )
 def test_views_open_rejects_invalid_view(slack, client, view):
-    response = slack_error(
-        lambda: client.views_open(trigger_id=slack.new_trigger_id(), view=view))
+    response = slack_error(lambda: client.views_open(trigger_id=slack.new_trigger_id(), view=view))
 
     assert response["error"] == "invalid_arguments"
     assert response["response_metadata"]["messages"]
@@ -493,8 +518,9 @@ def test_views_open_rejects_invalid_view(slack, client, view):
 def test_views_update_replaces_blocks(slack, client):
     opened = client.views_open(trigger_id=slack.new_trigger_id(), view=modal())["view"]
 
-    updated = client.views_update(view_id=opened["id"], hash=opened["hash"],
-                                  view=modal(blocks=[section("checking...")]))["view"]
+    updated = client.views_update(
+        view_id=opened["id"], hash=opened["hash"], view=modal(blocks=[section("checking...")])
+    )["view"]
 
     assert updated["hash"] != opened["hash"]
     [view] = slack.views()
@@ -520,8 +546,7 @@ def test_views_push_records_second_view(slack, client):
 
     client.views_push(trigger_id=slack.new_trigger_id(), view=modal(title="Confirm"))
 
-    assert [render_text(view).splitlines()[0] for view in slack.views()] == [
-        "== Propose rollout ==", "== Confirm =="]
+    assert [render_text(view).splitlines()[0] for view in slack.views()] == ["== Propose rollout ==", "== Confirm =="]
 
 
 # -- users and user groups ---------------------------------------------------------------------
@@ -548,8 +573,7 @@ def test_users_configurable():
 
         assert client.users_info(user="U1")["user"]["real_name"] == "zed"
         assert client.usergroups_users_list(usergroup="S1")["users"] == ["U1"]
-        assert slack_error(lambda: client.users_info(user="U0ALICE"))["error"] == (
-            "user_not_found")
+        assert slack_error(lambda: client.users_info(user="U0ALICE"))["error"] == ("user_not_found")
 
 
 def test_usergroups_users_list_returns_members(client):
@@ -567,11 +591,11 @@ def test_usergroups_users_list_unknown_fails(client):
 
 def post_thread(client):
     """Post a parent with metadata, two replies (one broadcast) and a later top-level message."""
-    parent = client.chat_postMessage(channel=CHANNEL, text="parent", metadata={
-        "event_type": "rollout", "event_payload": {"id": "r-1"}})["ts"]
+    parent = client.chat_postMessage(
+        channel=CHANNEL, text="parent", metadata={"event_type": "rollout", "event_payload": {"id": "r-1"}}
+    )["ts"]
     client.chat_postMessage(channel=CHANNEL, text="reply 1", thread_ts=parent)
-    client.chat_postMessage(channel=CHANNEL, text="reply 2", thread_ts=parent,
-                            reply_broadcast=True)
+    client.chat_postMessage(channel=CHANNEL, text="reply 2", thread_ts=parent, reply_broadcast=True)
     client.chat_postMessage(channel=CHANNEL, text="later")
     return parent
 
@@ -596,8 +620,7 @@ def test_conversations_replies_includes_metadata_on_request(client):
 
 
 def test_conversations_replies_unknown_thread_fails(client):
-    response = slack_error(
-        lambda: client.conversations_replies(channel=CHANNEL, ts="1733337600.999900"))
+    response = slack_error(lambda: client.conversations_replies(channel=CHANNEL, ts="1733337600.999900"))
 
     assert response["error"] == "thread_not_found"
 
@@ -626,8 +649,7 @@ def test_conversations_history_pages(client):
     stamps = [client.chat_postMessage(channel=CHANNEL, text=str(n))["ts"] for n in range(5)]
 
     first = client.conversations_history(channel=CHANNEL, limit=2)
-    second = client.conversations_history(
-        channel=CHANNEL, limit=2, cursor=first["response_metadata"]["next_cursor"])
+    second = client.conversations_history(channel=CHANNEL, limit=2, cursor=first["response_metadata"]["next_cursor"])
     window = client.conversations_history(channel=CHANNEL, oldest=stamps[1], latest=stamps[3])
 
     assert [m["text"] for m in first["messages"]] == ["4", "3"]
@@ -808,7 +830,12 @@ def test_calls_record_order_and_failures(slack, client):
     calls = slack.calls()
 
     assert [call["method"] for call in calls] == [
-        "auth.test", "chat.postMessage", "chat.postMessage", "chat.update", "chat.update"]
+        "auth.test",
+        "chat.postMessage",
+        "chat.postMessage",
+        "chat.update",
+        "chat.update",
+    ]
     assert [call["status"] for call in calls] == [200] * 5
     assert calls[3]["response"] == {"ok": False, "error": "cant_update_message"}
     assert calls[2]["params"]["thread_ts"] == ts
@@ -846,8 +873,7 @@ def test_transcript_indents_replies(slack, client):
     lines = slack.transcript(CHANNEL).splitlines()
 
     assert lines[0] == f"[{CHANNEL} {ts}] rollcall:"
-    assert lines[1:4] == ["  Rollout proposal", "  *qwen-chat*: MODEL_NAME=Qwen/Qwen3-14B",
-                          "  [Approve] [Reject]"]
+    assert lines[1:4] == ["  Rollout proposal", "  *qwen-chat*: MODEL_NAME=Qwen/Qwen3-14B", "  [Approve] [Reject]"]
     assert lines[4].startswith("    [")
     assert lines[5] == "      worker 1 drained"
     assert lines[6].endswith("] bob:")
@@ -909,12 +935,10 @@ def test_control_route_transcript_is_text(slack, client, http):
 
 
 def test_control_route_fail_scripts_failure(slack, client, http):
-    response = http.post(f"{slack.url}/_sandbox/fail",
-                         json={"method": "chat.postMessage", "error": "not_in_channel"})
+    response = http.post(f"{slack.url}/_sandbox/fail", json={"method": "chat.postMessage", "error": "not_in_channel"})
 
     assert response.json() == {"ok": True}
-    assert slack_error(lambda: client.chat_postMessage(channel=CHANNEL, text="x"))["error"] == (
-        "not_in_channel")
+    assert slack_error(lambda: client.chat_postMessage(channel=CHANNEL, text="x"))["error"] == ("not_in_channel")
 
 
 def test_control_route_delay_sets_delay(slack, client, http):
@@ -949,26 +973,50 @@ def test_unknown_route_404(slack, http, path):
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        (proposal_blocks(), "Rollout proposal\n*qwen-chat*: MODEL_NAME=Qwen/Qwen3-14B\n"
-                            "[Approve] [Reject]"),
-        ([{"type": "section", "fields": [{"type": "mrkdwn", "text": "*A*"},
-                                         {"type": "mrkdwn", "text": "*B*"}]}], "*A*\n*B*"),
-        ([{"type": "context", "elements": [{"type": "mrkdwn", "text": "by alice"},
-                                           {"type": "image", "alt_text": "ok"}]}],
-         "by alice  ok"),
+        (proposal_blocks(), "Rollout proposal\n*qwen-chat*: MODEL_NAME=Qwen/Qwen3-14B\n[Approve] [Reject]"),
+        (
+            [{"type": "section", "fields": [{"type": "mrkdwn", "text": "*A*"}, {"type": "mrkdwn", "text": "*B*"}]}],
+            "*A*\n*B*",
+        ),
+        (
+            [
+                {
+                    "type": "context",
+                    "elements": [{"type": "mrkdwn", "text": "by alice"}, {"type": "image", "alt_text": "ok"}],
+                }
+            ],
+            "by alice  ok",
+        ),
         ([{"type": "divider"}, section("after")], "---\nafter"),
-        ([section("Pick"), {"type": "actions", "elements": [{
-            "type": "static_select", "placeholder": {"type": "plain_text", "text": "Endpoint"}}]}],
-         "Pick\n[Endpoint ▾]"),
+        (
+            [
+                section("Pick"),
+                {
+                    "type": "actions",
+                    "elements": [{"type": "static_select", "placeholder": {"type": "plain_text", "text": "Endpoint"}}],
+                },
+            ],
+            "Pick\n[Endpoint ▾]",
+        ),
         ([{**section("Retry?"), "accessory": button("Retry", "retry")}], "Retry?\n[Retry]"),
-        ([{"type": "rich_text", "elements": [{"type": "rich_text_section", "elements": [
-            {"type": "text", "text": "hi "}, {"type": "user", "user_id": "U0BOB"}]}]}],
-         "hi <@U0BOB>"),
+        (
+            [
+                {
+                    "type": "rich_text",
+                    "elements": [
+                        {
+                            "type": "rich_text_section",
+                            "elements": [{"type": "text", "text": "hi "}, {"type": "user", "user_id": "U0BOB"}],
+                        }
+                    ],
+                }
+            ],
+            "hi <@U0BOB>",
+        ),
         ({"text": "plain fallback", "blocks": []}, "plain fallback"),
         (modal(), "== Propose rollout ==\nEndpoint:"),
     ],
-    ids=["proposal", "fields", "context", "divider", "select", "accessory", "rich-text",
-         "text-only", "modal"],
+    ids=["proposal", "fields", "context", "divider", "select", "accessory", "rich-text", "text-only", "modal"],
 )
 def test_render_text_flattens_blocks(source, expected):
     assert render_text(source) == expected

@@ -27,21 +27,27 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def vast():
     sandbox = VastSandbox(api_key=API_KEY, speed=0, seed=1).start()
     sandbox.world.add_endpoint(
-        "qwen-chat", workers=8, inactive=3, model="Qwen/Qwen3-8B",
-        vllm_args="--max-model-len 8192", image="vllm/vllm-openai", tag="v0.11.0",
-        search="gpu_ram>=24 num_gpus=1 verified=True")
+        "qwen-chat",
+        workers=8,
+        inactive=3,
+        model="Qwen/Qwen3-8B",
+        vllm_args="--max-model-len 8192",
+        image="vllm/vllm-openai",
+        tag="v0.11.0",
+        search="gpu_ram>=24 num_gpus=1 verified=True",
+    )
     yield sandbox
     sandbox.stop()
 
 
 @pytest.fixture
 def client(vast):
-    with httpx.Client(base_url=vast.url, headers={"Authorization": f"Bearer {API_KEY}"},
-                      timeout=5.0) as http:
+    with httpx.Client(base_url=vast.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5.0) as http:
         yield http
 
 
 # -- helpers ------------------------------------------------------------------
+
 
 def get_state(client: httpx.Client) -> dict:
     return client.get("/_sandbox/state").json()
@@ -69,23 +75,28 @@ def env_for(model: str) -> str:
     return f"-e MODEL_NAME={model} -e VLLM_ARGS='--max-model-len 8192' -p 8000:8000"
 
 
-def start_template_update(client: httpx.Client, model: str = NEW_MODEL,
-                          group_id: int = GROUP_ID) -> tuple[str, dict]:
+def start_template_update(client: httpx.Client, model: str = NEW_MODEL, group_id: int = GROUP_ID) -> tuple[str, dict]:
     """Edit the group's template to `model`, point the group at it, return (old hash, new)."""
-    group = next(g for g in client.get("/api/v0/autojobs/").json()["results"]
-                 if g["id"] == group_id)
+    group = next(g for g in client.get("/api/v0/autojobs/").json()["results"] if g["id"] == group_id)
     template = find_templates(client, {"hash_id": {"eq": group["template_hash"]}})["templates"][0]
     template["env"] = env_for(model)
     saved = client.put("/api/v1/template/", json=template).json()["template"]
-    response = client.put(f"/api/v0/autojobs/{group_id}/", json={
-        "endpoint_id": group["endpoint_id"], "template_hash": saved["hash_id"],
-        "template_id": None, "search_params": None})
+    response = client.put(
+        f"/api/v0/autojobs/{group_id}/",
+        json={
+            "endpoint_id": group["endpoint_id"],
+            "template_hash": saved["hash_id"],
+            "template_id": None,
+            "search_params": None,
+        },
+    )
     assert response.json() == {"success": True}
     return group["template_hash"], saved
 
 
-def run_until_update_ends(client: httpx.Client, group_id: int = GROUP_ID,
-                          max_seconds: int = 3000, step: int = 1) -> list[dict]:
+def run_until_update_ends(
+    client: httpx.Client, group_id: int = GROUP_ID, max_seconds: int = 3000, step: int = 1
+) -> list[dict]:
     """Advance the clock until the group's update ends and return every state seen."""
     states = []
     for _ in range(max_seconds // step):
@@ -108,6 +119,7 @@ def run_until(client: httpx.Client, condition, max_seconds: int = 1000) -> dict:
 
 # -- auth -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("location", ["bearer", "body", "query"])
 def test_auth_accepts_key_location(vast, location):
     headers, params, body = {}, {}, None
@@ -118,16 +130,18 @@ def test_auth_accepts_key_location(vast, location):
     else:
         params["api_key"] = API_KEY
     with httpx.Client(base_url=vast.url) as http:
-        response = http.request("GET", "/api/v0/endptjobs/", headers=headers, params=params,
-                                json=body)
+        response = http.request("GET", "/api/v0/endptjobs/", headers=headers, params=params, json=body)
     assert response.status_code == 200
     assert response.json()["success"] is True
 
 
-@pytest.mark.parametrize(("headers", "expected_msg"), [
-    ({}, "missing api_key"),
-    ({"Authorization": "Bearer wrong-key"}, "invalid api_key"),
-])
+@pytest.mark.parametrize(
+    ("headers", "expected_msg"),
+    [
+        ({}, "missing api_key"),
+        ({"Authorization": "Bearer wrong-key"}, "invalid api_key"),
+    ],
+)
 def test_auth_rejects_bad_key(vast, headers, expected_msg):
     with httpx.Client(base_url=vast.url) as http:
         response = http.get("/api/v0/endptjobs/", headers=headers)
@@ -151,6 +165,7 @@ def test_users_current_reports_client_role(client):
 
 # -- endpoints and worker groups ---------------------------------------------
 
+
 def test_endpoints_list_returns_endpoint(client):
     body = client.get("/api/v0/endptjobs/").json()
     assert body["success"] is True
@@ -161,9 +176,10 @@ def test_endpoints_list_returns_endpoint(client):
 
 
 def test_endpoints_list_empty_world_is_400():
-    with VastSandbox(api_key=API_KEY, speed=0) as empty, \
-            httpx.Client(base_url=empty.url, headers={"Authorization": f"Bearer {API_KEY}"}) \
-            as http:
+    with (
+        VastSandbox(api_key=API_KEY, speed=0) as empty,
+        httpx.Client(base_url=empty.url, headers={"Authorization": f"Bearer {API_KEY}"}) as http,
+    ):
         response = http.get("/api/v0/endptjobs/")
     assert response.status_code == 400
     assert response.json()["msg"] == "No endpoints for user 1 found."
@@ -176,9 +192,17 @@ def test_endpoint_get_by_id(client):
 
 
 def test_endpoint_put_null_keeps_fields(client):
-    response = client.put(f"/api/v0/endptjobs/{ENDPOINT_ID}/", json={
-        "client_id": "me", "endptjob_id": ENDPOINT_ID, "max_workers": 12, "min_load": None,
-        "endpoint_name": None, "endpoint_state": None})
+    response = client.put(
+        f"/api/v0/endptjobs/{ENDPOINT_ID}/",
+        json={
+            "client_id": "me",
+            "endptjob_id": ENDPOINT_ID,
+            "max_workers": 12,
+            "min_load": None,
+            "endpoint_name": None,
+            "endpoint_state": None,
+        },
+    )
     assert response.json() == {"success": True}
     endpoint = client.get(f"/api/v0/endptjobs/{ENDPOINT_ID}/").json()["result"]
     assert endpoint["max_workers"] == 12
@@ -192,19 +216,23 @@ def test_workergroups_list_both_paths(vast, client, path):
     assert [g["id"] for g in groups] == [GROUP_ID, 202]
     assert all(g["endpoint_id"] == ENDPOINT_ID for g in groups)
     assert groups[0]["template_id"] == TEMPLATE_ID
-    assert groups[0]["search_query"] == {"gpu_ram": {"gte": 24}, "num_gpus": {"eq": 1},
-                                         "verified": {"eq": True}}
+    assert groups[0]["search_query"] == {"gpu_ram": {"gte": 24}, "num_gpus": {"eq": 1}, "verified": {"eq": True}}
 
 
 def test_workergroup_create_recruits_workers(client):
-    response = client.post("/api/v0/workergroups/", json={
-        "client_id": "me", "template_id": TEMPLATE_ID, "search_params": "gpu_ram>=24",
-        "endpoint_name": "new-endpoint"})
+    response = client.post(
+        "/api/v0/workergroups/",
+        json={
+            "client_id": "me",
+            "template_id": TEMPLATE_ID,
+            "search_params": "gpu_ram>=24",
+            "endpoint_name": "new-endpoint",
+        },
+    )
     group_id = response.json()["id"]
     endpoints = client.get("/api/v0/endptjobs/").json()["results"]
     assert "new-endpoint" in [e["endpoint_name"] for e in endpoints]
-    state = run_until(client, lambda s: all(
-        w["status"] == "IDLE" for w in workers_of(s, group_id)), max_seconds=200)
+    state = run_until(client, lambda s: all(w["status"] == "IDLE" for w in workers_of(s, group_id)), max_seconds=200)
     assert len(workers_of(state, group_id)) == 2
 
 
@@ -221,8 +249,18 @@ def test_endpoint_workers_fields(client):
     assert [w["id"] for w in workers] == ALL_WORKER_IDS
     statuses = {w["id"]: w["status"] for w in workers}
     assert [i for i, s in statuses.items() if s == "STOPPED"] == INACTIVE_IDS
-    for name in ("gpu_name", "measured_perf", "reqs_working", "loaded_at", "started_at",
-                 "cur_load", "dlperf", "reliability", "perf", "disk_usage"):
+    for name in (
+        "gpu_name",
+        "measured_perf",
+        "reqs_working",
+        "loaded_at",
+        "started_at",
+        "cur_load",
+        "dlperf",
+        "reliability",
+        "perf",
+        "disk_usage",
+    ):
         assert name in workers[0], name
 
 
@@ -234,16 +272,20 @@ def test_endpoint_workers_unknown_id(client):
 
 # -- templates ------------------------------------------------------------------
 
-@pytest.mark.parametrize(("filters", "expected_ids"), [
-    ({"id": {"eq": 301}}, [301]),
-    ({"id": {"eq": "301"}}, [301]),
-    ({"id": {"neq": 301}}, [302]),
-    ({"id": {"in": [301, 302]}}, [301, 302]),
-    ({"id": {"notin": [301]}}, [302]),
-    ({"id": {"gte": 302}}, [302]),
-    ({"name": {"eq": "other"}}, [302]),
-    ({"private": {"eq": "true"}}, [301, 302]),
-])
+
+@pytest.mark.parametrize(
+    ("filters", "expected_ids"),
+    [
+        ({"id": {"eq": 301}}, [301]),
+        ({"id": {"eq": "301"}}, [301]),
+        ({"id": {"neq": 301}}, [302]),
+        ({"id": {"in": [301, 302]}}, [301, 302]),
+        ({"id": {"notin": [301]}}, [302]),
+        ({"id": {"gte": 302}}, [302]),
+        ({"name": {"eq": "other"}}, [302]),
+        ({"private": {"eq": "true"}}, [301, 302]),
+    ],
+)
 def test_template_search_operators(vast, client, filters, expected_ids):
     vast.world.create_template(name="other", image="example/image", tag="1")
     body = find_templates(client, filters)
@@ -261,8 +303,7 @@ def test_template_search_v1_pages(vast, client):
     for index in range(3):
         vast.world.create_template(name=f"t{index}", image="example/image", tag="1")
     first = client.get("/api/v1/template/", params={"limit": 3}).json()
-    second = client.get("/api/v1/template/",
-                        params={"limit": 3, "after_token": first["next_token"]}).json()
+    second = client.get("/api/v1/template/", params={"limit": 3, "after_token": first["next_token"]}).json()
     assert [t["id"] for t in first["templates"]] == [301, 302, 303]
     assert [t["id"] for t in second["templates"]] == [304]
     assert second["next_token"] is None
@@ -319,8 +360,7 @@ def test_template_v1_unknown_is_404(client, change):
 
 def test_template_v0_partial_edit(client):
     current = find_templates(client, {"id": {"eq": TEMPLATE_ID}})["templates"][0]
-    body = client.put("/api/v0/template/", json={"hash_id": current["hash_id"],
-                                                 "env": env_for(NEW_MODEL)}).json()
+    body = client.put("/api/v0/template/", json={"hash_id": current["hash_id"], "env": env_for(NEW_MODEL)}).json()
     assert body["success"] is True
     assert body["hash_id"] == body["template"]["hash_id"]
     assert body["hash_id"] != current["hash_id"]
@@ -328,10 +368,13 @@ def test_template_v0_partial_edit(client):
     assert body["msg"] == "Template 302 Updated Successfully"
 
 
-@pytest.mark.parametrize(("payload", "expected_msg"), [
-    ({"bogus": 1}, "Unexpected Key 'bogus' found in Template."),
-    ({"hash_id": "f" * 32, "tag": "x"}, "Unable to Update Template. None found for given Hash ID"),
-])
+@pytest.mark.parametrize(
+    ("payload", "expected_msg"),
+    [
+        ({"bogus": 1}, "Unexpected Key 'bogus' found in Template."),
+        ({"hash_id": "f" * 32, "tag": "x"}, "Unable to Update Template. None found for given Hash ID"),
+    ],
+)
 def test_template_v0_errors(client, payload, expected_msg):
     response = client.put("/api/v0/template/", json=payload)
     assert response.status_code == 400
@@ -340,26 +383,35 @@ def test_template_v0_errors(client, payload, expected_msg):
 
 # -- worker group PUT ------------------------------------------------------------
 
+
 def test_workergroup_put_without_endpoint_id(client):
     response = client.put(f"/api/v0/autojobs/{GROUP_ID}/", json={"template_id": TEMPLATE_ID})
     assert response.status_code == 400
-    assert response.json() == {"success": False, "error": "invalid_args",
-                               "msg": "missing endpoint_id"}
+    assert response.json() == {"success": False, "error": "invalid_args", "msg": "missing endpoint_id"}
 
 
 def test_workergroup_put_unknown_hash(client):
-    response = client.put(f"/api/v0/autojobs/{GROUP_ID}/",
-                          json={"endpoint_id": ENDPOINT_ID, "template_hash": "0" * 32})
+    response = client.put(f"/api/v0/autojobs/{GROUP_ID}/", json={"endpoint_id": ENDPOINT_ID, "template_hash": "0" * 32})
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_args"
 
 
 def test_workergroup_put_nulls_change_nothing(client):
     before = group_of(get_state(client))
-    response = client.put(f"/api/v0/autojobs/{GROUP_ID}/", json={
-        "client_id": "me", "autojob_id": GROUP_ID, "endpoint_id": ENDPOINT_ID,
-        "template_hash": None, "template_id": None, "search_params": None,
-        "launch_args": None, "gpu_ram": None, "endpoint_name": None})
+    response = client.put(
+        f"/api/v0/autojobs/{GROUP_ID}/",
+        json={
+            "client_id": "me",
+            "autojob_id": GROUP_ID,
+            "endpoint_id": ENDPOINT_ID,
+            "template_hash": None,
+            "template_id": None,
+            "search_params": None,
+            "launch_args": None,
+            "gpu_ram": None,
+            "endpoint_name": None,
+        },
+    )
     state = get_state(client)
     after = group_of(state)
     assert response.json() == {"success": True}
@@ -369,45 +421,55 @@ def test_workergroup_put_nulls_change_nothing(client):
     assert state["counters"]["workergroup_updates"] == 1
 
 
-@pytest.mark.parametrize(("search_params", "expected"), [
-    ("gpu_ram>=48 num_gpus=1 verified=True",
-     {"gpu_ram": {"gte": 48}, "num_gpus": {"eq": 1}, "verified": {"eq": True}}),
-    ({"gpu_ram": {"gte": 48}}, {"gpu_ram": {"gte": 48}}),
-    (["gpu_ram>=48", "num_gpus=1"], {"gpu_ram": {"gte": 48}, "num_gpus": {"eq": 1}}),
-    ("gpu_name=RTX_4090 gpu_ram>=24",
-     {"gpu_name": {"eq": "RTX 4090"}, "gpu_ram": {"gte": 24}}),
-    ("gpu_name in [RTX_4090,L40S]", {"gpu_name": {"in": ["RTX 4090", "L40S"]}}),
-])
+@pytest.mark.parametrize(
+    ("search_params", "expected"),
+    [
+        (
+            "gpu_ram>=48 num_gpus=1 verified=True",
+            {"gpu_ram": {"gte": 48}, "num_gpus": {"eq": 1}, "verified": {"eq": True}},
+        ),
+        ({"gpu_ram": {"gte": 48}}, {"gpu_ram": {"gte": 48}}),
+        (["gpu_ram>=48", "num_gpus=1"], {"gpu_ram": {"gte": 48}, "num_gpus": {"eq": 1}}),
+        ("gpu_name=RTX_4090 gpu_ram>=24", {"gpu_name": {"eq": "RTX 4090"}, "gpu_ram": {"gte": 24}}),
+        ("gpu_name in [RTX_4090,L40S]", {"gpu_name": {"in": ["RTX 4090", "L40S"]}}),
+    ],
+)
 def test_workergroup_put_search_params_forms(client, search_params, expected):
-    response = client.put(f"/api/v0/workergroups/{GROUP_ID}/",
-                          json={"endpoint_id": ENDPOINT_ID, "search_params": search_params})
+    response = client.put(
+        f"/api/v0/workergroups/{GROUP_ID}/", json={"endpoint_id": ENDPOINT_ID, "search_params": search_params}
+    )
     assert response.json() == {"success": True}
     group = client.get("/api/v0/workergroups/").json()["results"][0]
     assert group["search_query"] == expected
 
 
 def test_workergroup_put_invalid_search_params(client):
-    response = client.put(f"/api/v0/autojobs/{GROUP_ID}/",
-                          json={"endpoint_id": ENDPOINT_ID, "search_params": "gpu_ram>>"})
+    response = client.put(
+        f"/api/v0/autojobs/{GROUP_ID}/", json={"endpoint_id": ENDPOINT_ID, "search_params": "gpu_ram>>"}
+    )
     assert response.status_code == 400
     assert response.json()["msg"].startswith("invalid search_params")
 
 
 # -- rolling update -----------------------------------------------------------------
 
+
 def test_rolling_update_full_cycle(client):
     old_hash, new_template = start_template_update(client)
     states = run_until_update_ends(client)
 
-    first_active_pick = next(i for i, s in enumerate(states) if any(
-        w["picked"] and w["id"] not in INACTIVE_IDS for w in workers_of(s)))
-    picked_by_then = {w["id"] for s in states[:first_active_pick + 1]
-                      for w in workers_of(s) if w["picked"]}
+    first_active_pick = next(
+        i for i, s in enumerate(states) if any(w["picked"] and w["id"] not in INACTIVE_IDS for w in workers_of(s))
+    )
+    picked_by_then = {w["id"] for s in states[: first_active_pick + 1] for w in workers_of(s) if w["picked"]}
     assert set(INACTIVE_IDS) <= picked_by_then
 
     draining_seen = [
-        w for s in states for w in workers_of(s)
-        if w["draining"] and w["reqs_working"] > 0 and w["template_hash"] == old_hash]
+        w
+        for s in states
+        for w in workers_of(s)
+        if w["draining"] and w["reqs_working"] > 0 and w["template_hash"] == old_hash
+    ]
     assert draining_seen
 
     max_picked = max(sum(w["picked"] for w in workers_of(s)) for s in states)
@@ -416,8 +478,7 @@ def test_rolling_update_full_cycle(client):
     workers = client.post("/get_endpoint_workers/", json={"id": ENDPOINT_ID}).json()
     assert {w["status"] for w in workers} == {"IDLE"}
     filters = json.dumps({"id": {"in": ALL_WORKER_IDS}})
-    instances = client.get("/api/v1/instances/",
-                           params={"select_filters": filters, "limit": 100}).json()["instances"]
+    instances = client.get("/api/v1/instances/", params={"select_filters": filters, "limit": 100}).json()["instances"]
     assert {i["template_hash_id"] for i in instances} == {new_template["hash_id"]}
     assert all(["MODEL_NAME", NEW_MODEL] in i["extra_env"] for i in instances)
 
@@ -428,10 +489,8 @@ def test_rolling_update_events_order(client):
     events = client.get("/_sandbox/events").json()["events"]
     inactive_path = [e["new"] for e in events if e["worker_id"] == INACTIVE_IDS[0]]
     active_path = [e["new"] for e in events if e["worker_id"] == 4401]
-    assert inactive_path == ["STARTING", "UPDATE_READY", "UPDATE_REBOOTING", "UPDATE_STARTING",
-                             "MODEL_LOADING", "IDLE"]
-    assert active_path == ["UPDATE_READY", "UPDATE_REBOOTING", "UPDATE_STARTING",
-                           "MODEL_LOADING", "IDLE"]
+    assert inactive_path == ["STARTING", "UPDATE_READY", "UPDATE_REBOOTING", "UPDATE_STARTING", "MODEL_LOADING", "IDLE"]
+    assert active_path == ["UPDATE_READY", "UPDATE_REBOOTING", "UPDATE_STARTING", "MODEL_LOADING", "IDLE"]
     assert all(e["wall_time"] > 0 and e["sim_time"] > 0 for e in events)
 
 
@@ -468,8 +527,9 @@ def test_update_hang_model_stays_loading(vast, client):
     loading = [w["id"] for w in workers_of(state) if w["status"] == "MODEL_LOADING"]
     assert loading == INACTIVE_IDS[:2]
     assert group_of(state)["update"] is not None
-    ready_on_new_template = [w["id"] for w in workers_of(state)
-                             if w["status"] == "IDLE" and w["template_id"] != TEMPLATE_ID]
+    ready_on_new_template = [
+        w["id"] for w in workers_of(state) if w["status"] == "IDLE" and w["template_id"] != TEMPLATE_ID
+    ]
     assert ready_on_new_template == []
 
 
@@ -477,8 +537,7 @@ def test_update_rollback_after_hang(vast, client):
     vast.world.hang_models.add(NEW_MODEL)
     old_hash, _ = start_template_update(client)
     advance(client, 300)
-    response = client.put(f"/api/v0/autojobs/{GROUP_ID}/",
-                          json={"endpoint_id": ENDPOINT_ID, "template_hash": old_hash})
+    response = client.put(f"/api/v0/autojobs/{GROUP_ID}/", json={"endpoint_id": ENDPOINT_ID, "template_hash": old_hash})
     assert response.json() == {"success": True}
     run_until_update_ends(client)
     state = get_state(client)
@@ -490,8 +549,7 @@ def test_update_cancel_keeps_unpicked_workers(client):
     old_hash, new_template = start_template_update(client)
     advance(client, 5)
     picked = {w["id"] for w in workers_of(get_state(client)) if w["picked"]}
-    response = client.post("/update_workers/", json={"workergroup_id": GROUP_ID,
-                                                     "cancel_update": True})
+    response = client.post("/update_workers/", json={"workergroup_id": GROUP_ID, "cancel_update": True})
     assert response.json() == {"success": True, "cancelled": True}
     run_until_update_ends(client)
     state = get_state(client)
@@ -502,8 +560,7 @@ def test_update_cancel_keeps_unpicked_workers(client):
 
 
 def test_update_cancel_without_update(client):
-    response = client.post("/update_workers/", json={"workergroup_id": GROUP_ID,
-                                                     "cancel_update": True})
+    response = client.post("/update_workers/", json={"workergroup_id": GROUP_ID, "cancel_update": True})
     assert response.status_code == 400
     assert response.json()["success"] is False
     assert "no update in progress" in response.json()["error_msg"]
@@ -511,8 +568,7 @@ def test_update_cancel_without_update(client):
 
 def test_update_workers_cycles_same_template(client):
     trigger_time = get_state(client)["clock"]
-    response = client.post("/update_workers/", json={"workergroup_id": GROUP_ID,
-                                                     "api_key": API_KEY})
+    response = client.post("/update_workers/", json={"workergroup_id": GROUP_ID, "api_key": API_KEY})
     assert response.json() == {"success": True, "workers_to_update": 8}
     run_until_update_ends(client)
     state = get_state(client)
@@ -525,8 +581,9 @@ def test_update_workers_cycles_same_template(client):
 
 def test_search_params_change_cycles_all_workers(client):
     trigger_time = get_state(client)["clock"]
-    client.put(f"/api/v0/autojobs/{GROUP_ID}/",
-               json={"endpoint_id": ENDPOINT_ID, "search_params": "gpu_ram>=48 num_gpus=1"})
+    client.put(
+        f"/api/v0/autojobs/{GROUP_ID}/", json={"endpoint_id": ENDPOINT_ID, "search_params": "gpu_ram>=48 num_gpus=1"}
+    )
     run_until_update_ends(client)
     state = get_state(client)
     assert all(w["loaded_at"] > trigger_time for w in workers_of(state))
@@ -534,6 +591,7 @@ def test_search_params_change_cycles_all_workers(client):
 
 
 # -- response variants ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("shape", "expected_type"), [("list", list), ("dict", dict)])
 def test_worker_list_shape(client, shape, expected_type):
@@ -552,8 +610,7 @@ def test_status_case_lower(client):
 
 def test_loading_error_msg_calls(client):
     client.post("/_sandbox/config", json={"loading_error_msg_calls": 2})
-    replies = [client.post("/get_endpoint_workers/", json={"id": ENDPOINT_ID})
-               for _ in range(3)]
+    replies = [client.post("/get_endpoint_workers/", json={"id": ENDPOINT_ID}) for _ in range(3)]
     assert [r.status_code for r in replies] == [200, 200, 200]
     assert "error_msg" in replies[0].json()
     assert "error_msg" in replies[1].json()
@@ -561,8 +618,7 @@ def test_loading_error_msg_calls(client):
 
 
 def test_loading_error_status_400(client):
-    client.post("/_sandbox/config", json={"loading_error_msg_calls": 1,
-                                          "loading_error_status": 400})
+    client.post("/_sandbox/config", json={"loading_error_msg_calls": 1, "loading_error_status": 400})
     response = client.post("/get_workergroup_workers/", json={"id": GROUP_ID})
     assert response.status_code == 400
     assert list(response.json()) == ["error_msg"]
@@ -572,8 +628,7 @@ def test_router_error_style_string(client):
     client.post("/_sandbox/config", json={"router_error_style": "string"})
     response = client.post("/get_endpoint_workers/", json={"id": 999})
     assert response.status_code == 400
-    assert response.json() == ("authenticate_endpoint_apikey: invalid api_key or "
-                               "endpoint 999 not found")
+    assert response.json() == ("authenticate_endpoint_apikey: invalid api_key or endpoint 999 not found")
 
 
 @pytest.mark.parametrize("included", [True, False])
@@ -582,8 +637,7 @@ def test_instance_template_field(client, included):
     instance = client.get("/api/v0/instances/4401/", params={"owner": "me"}).json()["instances"]
     assert ("template_hash_id" in instance) is included
     assert ("template_id" in instance) is included
-    assert instance["extra_env"] == [["MODEL_NAME", "Qwen/Qwen3-8B"],
-                                     ["VLLM_ARGS", "--max-model-len 8192"]]
+    assert instance["extra_env"] == [["MODEL_NAME", "Qwen/Qwen3-8B"], ["VLLM_ARGS", "--max-model-len 8192"]]
     assert instance["image_uuid"] == "vllm/vllm-openai:v0.11.0"
 
 
@@ -612,26 +666,37 @@ def test_rate_limit_retry_after_header(client):
     assert response.headers["retry-after"] == "3"
 
 
-@pytest.mark.parametrize(("body_shape", "expected"), [
-    ("detail", {"detail": "API requests too frequent endpoint threshold=2.0"}),
-    ("error", {"success": False, "error": "rate_limit_exceeded",
-               "msg": "API requests too frequent endpoint threshold=2.0"}),
-])
+@pytest.mark.parametrize(
+    ("body_shape", "expected"),
+    [
+        ("detail", {"detail": "API requests too frequent endpoint threshold=2.0"}),
+        (
+            "error",
+            {
+                "success": False,
+                "error": "rate_limit_exceeded",
+                "msg": "API requests too frequent endpoint threshold=2.0",
+            },
+        ),
+    ],
+)
 def test_rate_limit_json_body(client, body_shape, expected):
-    client.post("/_sandbox/config", json={"rate_limit_seconds": 2.0,
-                                          "rate_limit_body": body_shape})
+    client.post("/_sandbox/config", json={"rate_limit_seconds": 2.0, "rate_limit_body": body_shape})
     client.get("/api/v0/endptjobs/")
     response = client.get("/api/v0/endptjobs/")
     assert response.status_code == 429
     assert response.json() == expected
 
 
-@pytest.mark.parametrize(("kind", "status", "content_type"), [
-    ("429", 429, "text/plain"),
-    ("502", 502, "text/html"),
-    ("503", 503, "text/html"),
-    ("504", 504, "text/html"),
-])
+@pytest.mark.parametrize(
+    ("kind", "status", "content_type"),
+    [
+        ("429", 429, "text/plain"),
+        ("502", 502, "text/html"),
+        ("503", 503, "text/html"),
+        ("504", 504, "text/html"),
+    ],
+)
 def test_fail_next_status(vast, client, kind, status, content_type):
     vast.world.fail_next("/api/v0/endptjobs/", kind, count=2)
     replies = [client.get("/api/v0/endptjobs/") for _ in range(3)]
@@ -647,16 +712,14 @@ def test_fail_next_timeout(vast, client):
 
 
 def test_fail_next_disconnect(client):
-    client.post("/_sandbox/fail_next", json={"route_prefix": "/api/v0/autojobs/",
-                                             "kind": "disconnect"})
+    client.post("/_sandbox/fail_next", json={"route_prefix": "/api/v0/autojobs/", "kind": "disconnect"})
     with pytest.raises(httpx.RemoteProtocolError):
         client.get("/api/v0/autojobs/")
     assert client.get("/api/v0/autojobs/").status_code == 200
 
 
 def test_faults_apply_only_to_routes(client):
-    client.post("/_sandbox/config", json={"faults": {
-        "rate": 0.5, "kinds": ["503"], "routes": ["/api/v0/endptjobs/"]}})
+    client.post("/_sandbox/config", json={"faults": {"rate": 0.5, "kinds": ["503"], "routes": ["/api/v0/endptjobs/"]}})
     faulty = [client.get("/api/v0/endptjobs/").status_code for _ in range(40)]
     healthy = [client.get("/api/v0/autojobs/").status_code for _ in range(10)]
     assert set(faulty) == {200, 503}
@@ -667,9 +730,10 @@ def test_faults_apply_only_to_routes(client):
 def test_faults_repeat_with_same_seed():
     patterns = []
     for _ in range(2):
-        with VastSandbox(api_key=API_KEY, speed=0, seed=7) as sandbox, \
-                httpx.Client(base_url=sandbox.url,
-                             headers={"Authorization": f"Bearer {API_KEY}"}) as http:
+        with (
+            VastSandbox(api_key=API_KEY, speed=0, seed=7) as sandbox,
+            httpx.Client(base_url=sandbox.url, headers={"Authorization": f"Bearer {API_KEY}"}) as http,
+        ):
             sandbox.world.add_endpoint("e", workers=1)
             sandbox.world.set_config({"faults": {"rate": 0.5, "kinds": ["502"]}})
             patterns.append([http.get("/api/v0/endptjobs/").status_code for _ in range(20)])
@@ -684,10 +748,14 @@ def test_config_rejects_unknown_key(client):
 
 # -- instances, logs, counters -----------------------------------------------------------
 
+
 def test_instances_v1_pages_with_id_filter(client):
     ids = [4401, 4403, 4405, 4407, 4408]
-    params = {"select_filters": json.dumps({"id": {"in": ids}}),
-              "order_by": json.dumps([{"col": "id", "dir": "desc"}]), "limit": 2}
+    params = {
+        "select_filters": json.dumps({"id": {"in": ids}}),
+        "order_by": json.dumps([{"col": "id", "dir": "desc"}]),
+        "limit": 2,
+    }
     pages = []
     token = None
     while True:
@@ -714,12 +782,15 @@ def test_instances_v1_invalid_token(client):
     assert response.status_code == 400
 
 
-@pytest.mark.parametrize(("path", "body"), [
-    ("/get_endpoint_logs/", {"id": ENDPOINT_ID}),
-    ("/get_endpoint_logs/", {"endpoint": "qwen-chat", "tail": 5}),
-    ("/get_workergroup_logs/", {"id": GROUP_ID}),
-    ("/get_autogroup_logs/", {"id": GROUP_ID}),
-])
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/get_endpoint_logs/", {"id": ENDPOINT_ID}),
+        ("/get_endpoint_logs/", {"endpoint": "qwen-chat", "tail": 5}),
+        ("/get_workergroup_logs/", {"id": GROUP_ID}),
+        ("/get_autogroup_logs/", {"id": GROUP_ID}),
+    ],
+)
 def test_logs_have_every_level(client, path, body):
     logs = client.post(path, json=body).json()
     assert set(logs) == {"info0", "info1", "trace", "debug", "logs"}
@@ -743,6 +814,7 @@ def test_unknown_route_is_404(client):
 
 # -- clock and entry point -----------------------------------------------------------------
 
+
 def test_ticker_steps_without_requests():
     with VastSandbox(api_key=API_KEY, speed=200.0) as sandbox:
         start = sandbox.world.snapshot()["clock"]
@@ -754,9 +826,22 @@ def test_ticker_steps_without_requests():
 
 def test_module_entry_serves_demo_world():
     process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox.vast_server", "--port", "0", "--speed", "50", "--demo",
-         "--log-level", "WARNING"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "sandbox.vast_server",
+            "--port",
+            "0",
+            "--speed",
+            "50",
+            "--demo",
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = process.stdout.readline().strip()
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}) as http:
@@ -770,6 +855,9 @@ def test_module_entry_serves_demo_world():
     assert url.startswith("http://127.0.0.1:")
     assert [e["endpoint_name"] for e in endpoints] == ["qwen-chat", "llama-batch"]
     assert [(g["endpoint_name"], g["id"]) for g in groups] == [
-        ("qwen-chat", 201), ("llama-batch", 202), ("llama-batch", 203)]
+        ("qwen-chat", 201),
+        ("llama-batch", 202),
+        ("llama-batch", 203),
+    ]
     assert len(workers) == 8
     assert process.returncode == 0

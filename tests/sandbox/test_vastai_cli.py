@@ -81,8 +81,7 @@ def outbound_proxy() -> Iterator[ThreadingHTTPServer]:
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), _RecordingProxy)
     proxy.daemon_threads = True
     proxy.requests = []
-    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.01},
-                              daemon=True)
+    thread = threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     yield proxy
     proxy.shutdown()
@@ -105,31 +104,40 @@ def cli_env(tmp_path: Path, outbound_proxy: ThreadingHTTPServer) -> dict[str, st
     (cache / "vastai").mkdir(parents=True)
     # A fresh cache file stops the CLI from fetching GPU names from console.vast.ai.
     (cache / "vastai" / "gpu_names_cache.json").write_text(
-        json.dumps({"gpu_names": ["RTX 4090", "RTX 3090", "L40S", "RTX A6000", "A100 PCIE"]}))
+        json.dumps({"gpu_names": ["RTX 4090", "RTX 3090", "L40S", "RTX A6000", "A100 PCIE"]})
+    )
     proxy_url = f"http://127.0.0.1:{outbound_proxy.server_address[1]}"
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("VAST_", "XDG_", "ROLLCALL_"))
-           and name.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
-    env.update({
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_CACHE_HOME": str(cache),
-        "XDG_STATE_HOME": str(home / ".local" / "state"),
-        "XDG_DATA_HOME": str(home / ".local" / "share"),
-        "VASTAI_NO_UPDATE_CHECK": "1",
-        "HTTP_PROXY": proxy_url, "HTTPS_PROXY": proxy_url, "ALL_PROXY": proxy_url,
-        "http_proxy": proxy_url, "https_proxy": proxy_url, "all_proxy": proxy_url,
-        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-    })
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("VAST_", "XDG_", "ROLLCALL_"))
+        and name.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    }
+    env.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CACHE_HOME": str(cache),
+            "XDG_STATE_HOME": str(home / ".local" / "state"),
+            "XDG_DATA_HOME": str(home / ".local" / "share"),
+            "VASTAI_NO_UPDATE_CHECK": "1",
+            "HTTP_PROXY": proxy_url,
+            "HTTPS_PROXY": proxy_url,
+            "ALL_PROXY": proxy_url,
+            "http_proxy": proxy_url,
+            "https_proxy": proxy_url,
+            "all_proxy": proxy_url,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+        }
+    )
     return env
 
 
-def run_cli(vastai: str, vast: VastSandbox, env: dict[str, str], proxy: ThreadingHTTPServer,
-            *args: str) -> str:
+def run_cli(vastai: str, vast: VastSandbox, env: dict[str, str], proxy: ThreadingHTTPServer, *args: str) -> str:
     """Run `vastai --url SANDBOX --api-key KEY ARGS...`, check it worked and return stdout."""
     command = [vastai, "--url", vast.url, "--api-key", API_KEY, *args]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
     assert proxy.requests == [], f"the CLI tried to reach other hosts: {proxy.requests}"
     return result.stdout
@@ -148,8 +156,7 @@ def test_cli_show_workergroups(vastai, vast, cli_env, outbound_proxy):
     output = run_cli(vastai, vast, cli_env, outbound_proxy, "show", "workergroups")
     groups = json.loads(output)
     assert [(g["id"], g["endpoint_id"]) for g in groups] == [(201, 101), (202, 102), (203, 102)]
-    assert groups[0]["search_query"] == {"gpu_ram": {"gte": 24}, "num_gpus": {"eq": 1},
-                                         "verified": {"eq": True}}
+    assert groups[0]["search_query"] == {"gpu_ram": {"gte": 24}, "num_gpus": {"eq": 1}, "verified": {"eq": True}}
     assert groups[0]["template_hash"] == vast.world.workergroups[201].template_hash
 
 
@@ -178,8 +185,7 @@ def test_cli_update_workers_and_cancel(vastai, vast, cli_env, outbound_proxy):
     started = run_cli(vastai, vast, cli_env, outbound_proxy, "update", "workers", "201")
     update = vast.world.snapshot()["workergroups"][0]["update"]
     vast.world.advance(5)
-    cancelled = run_cli(vastai, vast, cli_env, outbound_proxy,
-                        "update", "workers", "201", "--cancel")
+    cancelled = run_cli(vastai, vast, cli_env, outbound_proxy, "update", "workers", "201", "--cancel")
     assert "201" in started
     assert "8 workers" in started
     assert update is not None
@@ -190,12 +196,22 @@ def test_cli_update_workers_and_cancel(vastai, vast, cli_env, outbound_proxy):
 def test_cli_update_workergroup_replaces_search(vastai, vast, cli_env, outbound_proxy):
     # Without --search_params the CLI sends its default filter, which replaces
     # the group's own and so cycles every worker.
-    output = run_cli(vastai, vast, cli_env, outbound_proxy, "update", "workergroup", "201",
-                     "--endpoint_id", "101", "--template_id", "301")
+    output = run_cli(
+        vastai,
+        vast,
+        cli_env,
+        outbound_proxy,
+        "update",
+        "workergroup",
+        "201",
+        "--endpoint_id",
+        "101",
+        "--template_id",
+        "301",
+    )
     group = vast.world.snapshot()["workergroups"][0]
     assert "'success': True" in output
-    assert group["search_query"] == {"verified": {"eq": True}, "rentable": {"eq": True},
-                                     "rented": {"eq": False}}
+    assert group["search_query"] == {"verified": {"eq": True}, "rentable": {"eq": True}, "rented": {"eq": False}}
     assert group["update"] is not None
     assert group["update"]["force"] is True
 
@@ -208,8 +224,7 @@ def test_cli_guard_records_outside_calls(vastai, vast, cli_env, outbound_proxy):
     cache_file.unlink()
     command = [vastai, "--url", vast.url, "--api-key", API_KEY, "show", "endpoints"]
     try:
-        result = subprocess.run(command, env=cli_env, capture_output=True, text=True,
-                                timeout=60, check=False)
+        result = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=60, check=False)
         recorded = list(outbound_proxy.requests)
     finally:
         outbound_proxy.requests.clear()

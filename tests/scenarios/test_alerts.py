@@ -1,5 +1,6 @@
 """When a rollout goes wrong: stuck workers, capacity, abort, rollback and keep waiting."""
 
+import re
 from collections import Counter
 
 from tests.conftest import CHANNEL, wait_until
@@ -49,11 +50,13 @@ def test_hung_model_one_stuck_alert_per_worker(start_bot, qwen, vast, slack):
     polls = worker_list_calls(vast)
     wait_until(lambda: worker_list_calls(vast) >= polls + 20, message="more polls")
     wait_until(
-        lambda: len([m for m in alerts(slack) if "MODEL_LOADING" in m["text"]]) >= len(hung),
+        lambda: sum(m["text"].count("has been in MODEL_LOADING") for m in alerts(slack)) >= len(hung),
         message="an alert per hung worker",
     )
     stuck = Counter(
-        int(m["text"].split("worker ")[1].split()[0]) for m in alerts(slack) if "MODEL_LOADING" in m["text"]
+        int(number)
+        for message in alerts(slack)
+        for number in re.findall(r"worker (\d+) has been in MODEL_LOADING", message["text"])
     )
     assert set(stuck) == hung
     assert all(count == 1 for count in stuck.values())
