@@ -103,7 +103,9 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         if dotenv:
             from dotenv import load_dotenv
 
-            load_dotenv(override=False)
+            # Only the working directory's .env, as documented; python-dotenv would otherwise
+            # search upwards from this module's folder.
+            load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
         env = os.environ
     settings = Settings(
         slack_bot_token=env.get("SLACK_BOT_TOKEN", ""),

@@ -14,6 +14,18 @@ from handlers import actions, commands, views
 logger = logging.getLogger(__name__)
 
 
+class _DropTokenNotice(logging.Filter):
+    """Drop bolt's warning that `token` is unused when `client` is given.
+
+    Bolt reads SLACK_BOT_TOKEN from the environment even when it gets a client (slack-bolt
+    1.30), then warns that it ignores it; the client carries the same token, so the warning
+    is noise at every start.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
 def create_app(rollcall: Rollcall, *, socket_mode: bool = False) -> App:
     """Create the bolt App with every listener registered.
 
@@ -22,11 +34,14 @@ def create_app(rollcall: Rollcall, *, socket_mode: bool = False) -> App:
         socket_mode: requests arrive over a WebSocket, so they carry no signature to check.
     """
     settings = rollcall.settings
+    bolt_logger = logging.getLogger("slack_bolt")
+    if not any(isinstance(item, _DropTokenNotice) for item in bolt_logger.filters):
+        bolt_logger.addFilter(_DropTokenNotice())
     app = App(
         client=rollcall.slack,
         signing_secret=settings.slack_signing_secret,
         request_verification_enabled=not socket_mode,
-        logger=logging.getLogger("slack_bolt"),
+        logger=bolt_logger,
     )
 
     @app.middleware
