@@ -64,6 +64,7 @@ class Rollcall:
             http=self.http,
             min_interval=settings.vast_min_interval,
             backoff=settings.vast_backoff,
+            attempts=settings.vast_attempts,
         )
         outbox = Outbox(
             store, self.slack, alert_channel=settings.alert_channel, backoff=settings.slack_backoff, clock=clock

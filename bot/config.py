@@ -65,6 +65,7 @@ class Settings:
     vast_timeout: float = 30.0
     # First delay after a failed Vast or Slack call, doubled on each retry.
     vast_backoff: float = 1.0
+    vast_attempts: int = 4
     slack_backoff: float = 1.0
 
     @property
@@ -130,6 +131,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         vast_min_interval=_number(env, "ROLLCALL_VAST_MIN_INTERVAL", 2.0),
         vast_timeout=_number(env, "ROLLCALL_VAST_TIMEOUT", 30.0, minimum=0.05),
         vast_backoff=_number(env, "ROLLCALL_VAST_BACKOFF", 1.0),
+        vast_attempts=_whole(env, "ROLLCALL_VAST_ATTEMPTS", 4, minimum=1),
         slack_backoff=_number(env, "ROLLCALL_SLACK_BACKOFF", 1.0),
     )
     return settings

@@ -219,7 +219,8 @@ class Outbox:
 
     def _handle_slack_error(self, row: dict[str, Any], channel: str, error: SlackApiError) -> bool:
         status = error.response.status_code
-        reason = str(error.response.get("error") or f"HTTP {status}")
+        # A 5xx answer is often not JSON; slack_sdk then puts its parse error in "error".
+        reason = f"HTTP {status}" if status >= 500 else str(error.response.get("error") or f"HTTP {status}")
         if status == 429 or reason in ("ratelimited", "rate_limited"):
             retry_after = _seconds(error.response.headers.get("Retry-After")) or 1.0
             return self._retry(row, "rate limited", retry_after, uncertain=False)

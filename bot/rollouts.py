@@ -23,7 +23,6 @@ from bot.vast import VastError, VastUnavailable, VastWorkersLoading
 logger = logging.getLogger(__name__)
 
 UNREACHABLE_AFTER_POLLS = 5
-STEP_RETRY_SECONDS = 15.0
 # Instance look-ups one at a time are a fallback for a Vast without the paged list; keep them few.
 MAX_SINGLE_INSTANCE_CALLS = 10
 
@@ -129,13 +128,12 @@ class RolloutEngine:
                 if rollout["phase"] == "pointing_group":
                     self._point_group(rollout, proposal)
             except VastUnavailable as error:
-                logger.warning(
-                    "Rollout %s step failed for now: %s; retrying in %.0f s", rollout_id, error, STEP_RETRY_SECONDS
-                )
+                # Transient Vast failures never fail a rollout: the step runs again after one poll
+                # interval (at least 1 s), and the journal makes a repeat safe.
+                delay = max(self.ctx.settings.poll_seconds, 1.0)
+                logger.warning("Rollout %s step failed for now: %s; retrying in %.1f s", rollout_id, error, delay)
                 self.ctx.store.journal(rollout_id, "step retry", str(error))
-                self.ctx.jobs.once(
-                    f"steps-{rollout_id}", self.run_steps, rollout_id, at=self.ctx.clock() + STEP_RETRY_SECONDS
-                )
+                self.ctx.jobs.once(f"steps-{rollout_id}", self.run_steps, rollout_id, at=self.ctx.clock() + delay)
                 return
             except (VastError, UserError) as error:
                 logger.error("Rollout %s failed at %s: %s", rollout_id, rollout["phase"], error)
