@@ -58,7 +58,6 @@ class Outbox:
         self.clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._idle = threading.Event()
         self._thread: threading.Thread | None = None
         self._deliver_lock = threading.Lock()
 
@@ -87,7 +86,6 @@ class Outbox:
         self.wake()
 
     def wake(self) -> None:
-        self._idle.clear()
         self._wake.set()
 
     # Worker ---------------------------------------------------------------------------------
@@ -103,10 +101,6 @@ class Outbox:
         if self._thread:
             self._thread.join(timeout)
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until the queue is empty or only holds rows waiting for a retry."""
-        return self._idle.wait(timeout)
-
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
@@ -116,7 +110,6 @@ class Outbox:
                 logger.exception("Outbox delivery failed; trying again shortly")
                 wait = 1.0
             if wait is None:
-                self._idle.set()
                 wait = 5.0
             self._wake.wait(wait)
 

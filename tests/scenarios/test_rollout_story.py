@@ -20,8 +20,9 @@ def test_rollout_completes_after_teammate_approval(start_bot, qwen, vast, slack)
 
     bot.click(proposal, "approve", user="U0BOB")
     wait_until(lambda: bot.store.proposal(1)["status"] == "completed", timeout=30, message="completion")
-    bot.rollcall.ctx.outbox.wait_idle(5)
-    wait_until(lambda: "8/8" in str(bot.latest(proposal)["blocks"]), message="8/8 in the parent")
+    wait_until(lambda: bot.store.outbox() == [], message="every message delivered")
+    assert "8/8" in str(bot.latest(proposal)["blocks"])
+    assert "Completed" in str(bot.latest(proposal)["blocks"])
 
     group_id = qwen.workergroup_ids[0]
     group = workergroup(vast, group_id)
