@@ -122,7 +122,8 @@ class Outbox:
         with self._deliver_lock:
             blocked: set[str] = set()
             next_due: float | None = None
-            for row in self.store.outbox():
+            rows = self.store.outbox()
+            for row in rows:
                 group = row["thread_key"] or row["key"]
                 if group in blocked:
                     continue
@@ -138,6 +139,10 @@ class Outbox:
                     if refreshed and refreshed["state"] in ("pending", "sending"):
                         wait = max(0.0, refreshed["not_before"] - self.clock())
                         next_due = wait if next_due is None else min(next_due, wait)
+            last_seen = rows[-1]["id"] if rows else 0
+            if any(row["id"] > last_seen for row in self.store.outbox()):
+                # Rows queued during this pass, such as a delivery-failure alert, are due now.
+                return 0.0
             return next_due
 
     def _deliver_row(self, row: dict[str, Any]) -> bool:
