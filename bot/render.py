@@ -12,6 +12,7 @@ from typing import Any
 
 MAX_SECTION = 3000
 MAX_WORKER_LINES = 25
+MAX_STATUS_MSG = 200
 BAR_WIDTH = 16
 
 STATUS_LABELS = {
@@ -282,7 +283,7 @@ def transition_line(transition: Any) -> str:
     if transition.new_phase == "error":
         line = f"{worker} is in ERROR" if transition.old_phase else f"{worker} was already in ERROR"
         if transition.status_msg:
-            line += f": {escape(transition.status_msg)}"
+            line += f": {escape(_shorten(transition.status_msg, MAX_STATUS_MSG))}"
         return line
     return f"{worker} is {transition.new_phase}"
 
@@ -301,8 +302,26 @@ def worker_updates(transitions: list[Any], progress: dict[str, Any]) -> tuple[st
         verb = {"is updating": "started updating", "is in ERROR": "went into ERROR"}.get(verb, verb)
         lines.append(f"• and {count} more {verb}")
     counts = f"{progress.get('rejoined', 0)}/{progress.get('total', 0)} on the new configuration"
-    text = "\n".join(lines)
-    return f"{counts}: " + "; ".join(line[2:] for line in lines), [section(text), context(counts)]
+    text = _shorten(f"{counts}: " + "; ".join(line[2:] for line in lines), MAX_SECTION)
+    return text, [*pack_sections(lines), context(counts)]
+
+
+def pack_sections(lines: list[str]) -> list[dict[str, Any]]:
+    """Put lines into as few sections as Slack's 3,000-character limit per section allows."""
+    sections: list[dict[str, Any]] = []
+    current: list[str] = []
+    for line in lines:
+        if current and len("\n".join([*current, line])) > MAX_SECTION:
+            sections.append(section("\n".join(current)))
+            current = []
+        current.append(line)
+    if current:
+        sections.append(section("\n".join(current)))
+    return sections
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def completion_message(
