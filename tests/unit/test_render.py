@@ -87,7 +87,7 @@ def test_worker_updates_stay_within_slack_limits():
     assert len(blocks) <= 50
     assert all(len(block.get("text", {}).get("text", "")) <= 3000 for block in blocks)
     body = "\n".join(block["text"]["text"] for block in blocks if block["type"] == "section")
-    assert "and 975 more rejoined on the new configuration" in body
+    assert "and 1000 more rejoined on the new configuration" in body
     assert "and 15 more went into ERROR" in body
     assert body.startswith("• worker 9000 is in ERROR: " + "x" * 199 + "…")
     assert len(text) <= 3000
