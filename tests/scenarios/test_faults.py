@@ -86,3 +86,19 @@ def test_unreachable_warning_and_recovery_once(start_bot, qwen, vast, slack):
     warning = next(i for i, text in enumerate(texts) if "unreachable" in text)
     recovery = next(i for i, text in enumerate(texts) if "answers again" in text)
     assert warning < recovery
+
+
+def test_bot_spaces_calls_under_rate_limit(start_bot, qwen, vast, caplog):
+    vast.world.set_config({"rate_limit_seconds": 0.2})
+    bot = start_bot(ROLLCALL_VAST_MIN_INTERVAL="0.25", ROLLCALL_POLL_SECONDS="0.1")
+    start_rollout(bot)
+    wait_until(lambda: bot.store.proposal(1)["status"] == "completed", timeout=60, message="completion")
+    assert "HTTP 429" not in caplog.text
+
+
+def test_bot_backs_off_when_rate_limited(start_bot, qwen, vast, caplog):
+    vast.world.set_config({"rate_limit_seconds": 0.2})
+    bot = start_bot(ROLLCALL_VAST_MIN_INTERVAL="0", ROLLCALL_VAST_BACKOFF="0.1", ROLLCALL_POLL_SECONDS="0.05")
+    start_rollout(bot)
+    wait_until(lambda: bot.store.proposal(1)["status"] == "completed", timeout=60, message="completion")
+    assert "HTTP 429: API requests too frequent" in caplog.text
