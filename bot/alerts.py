@@ -1,7 +1,7 @@
 """Alerts about a rollout: failed, stuck or errored workers, lost capacity, time-outs.
 
 An alert is posted once per rollout, subject (a worker, or the rollout) and cause. It mentions the
-proposer and the approvers, links the rollout thread, says what happened in one sentence and
+proposer and the approvers, links the rollout thread, states what happened in one sentence and
 carries buttons: Abort, Roll back and Keep waiting while the rollout runs, Roll back after it
 failed.
 """
@@ -41,7 +41,7 @@ def parse_alert_value(value: str) -> tuple[int, str, str]:
 
 
 class Alerts:
-    """Raises alerts for a rollout and records how people answered them."""
+    """Raises alerts for a rollout and records how people responded to them."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -105,7 +105,7 @@ class Alerts:
         logger.warning("Rollout %s alert (%s %s): %s", rollout["id"], subject, cause, headline)
 
     def close(self, rollout_id: int, subject: str, cause: str, note: str) -> None:
-        """Replace an alert's buttons with a note saying how it was answered."""
+        """Replace an alert's buttons with a note on how people responded."""
         key = alert_key(rollout_id, subject, cause)
         message = self.ctx.store.message(key)
         row = self.ctx.store.outbox_latest(key)
@@ -119,7 +119,7 @@ class Alerts:
     # Checks run on every poll -----------------------------------------------------------------
 
     def worker_errors(self, rollout: dict[str, Any], proposal: dict[str, Any], transitions: list[Any]) -> None:
-        """One alert for the workers that went into ERROR during this poll.
+        """Raise one alert for the workers that went into ERROR during this poll.
 
         A worker already in ERROR when the rollout first saw it is reported in the thread but
         not alerted on: the rollout did not cause it.
@@ -155,7 +155,7 @@ class Alerts:
     def stuck_workers(
         self, rollout: dict[str, Any], proposal: dict[str, Any], rows: list[dict[str, Any]], now: float
     ) -> None:
-        """One alert for the workers that stayed loading or updating too long, each alerted once."""
+        """Raise one alert for the workers that stayed loading or updating too long, each once."""
         minutes = self.ctx.settings.stuck_minutes
         stuck = {
             row["worker_id"]: row

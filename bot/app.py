@@ -84,7 +84,7 @@ class Rollcall:
         return list(response.get("users") or [])
 
     def form_targets(self) -> list[dict[str, Any]]:
-        """The endpoint and worker group options of the proposal form."""
+        """Return the endpoint and worker group options of the proposal form."""
         return forms.target_options(self.ctx.vast.list_endpoints(), self.ctx.vast.list_workergroups())
 
     def cancel(self, proposal_id: int, user_id: str) -> str:
@@ -169,14 +169,14 @@ class Rollcall:
         return rollout, subject, cause
 
     def abort_from_alert(self, value: str, user_id: str) -> str:
-        """The alert's Abort button: cancel Vast's rolling update and mark the rollout aborted."""
+        """Cancel Vast's rolling update and mark the rollout aborted (the alert's Abort button)."""
         rollout, subject, cause = self._alert_rollout(value)
         message = self.engine.abort(rollout["id"], user_id)
         self.engine.alerts.close(rollout["id"], subject, cause, f"Aborted by <@{user_id}>.")
         return message
 
     def rollback_from_alert(self, value: str, user_id: str) -> str:
-        """The alert's Roll back button: abort the rollout if it runs, then propose the rollback."""
+        """Abort the rollout if it runs, then propose the rollback (the alert's Roll back button)."""
         rollout, subject, cause = self._alert_rollout(value)
         if rollout["status"] == "running":
             self.engine.abort(rollout["id"], user_id)
@@ -189,7 +189,7 @@ class Rollcall:
         return f"Rollback proposal #{rollback_id} posted."
 
     def keep_waiting(self, value: str, user_id: str) -> str:
-        """The alert's Keep waiting button: record who acknowledged it and silence it."""
+        """Record who acknowledged the alert and silence it (the alert's Keep waiting button)."""
         rollout, subject, cause = self._alert_rollout(value)
         if not self.ctx.store.acknowledge_alert(rollout["id"], subject, cause, user_id):
             raise UserError("This alert was already acknowledged.")

@@ -60,7 +60,7 @@ class Settings:
     min_ready: int = 1
     rollback_approvals: int = 1
     # Minimum seconds between two calls to the same Vast route. Vast enforces about 2 s per
-    # route and answers 429 below that; tests against the sandbox set it to 0.
+    # route and returns 429 below that. Tests against the sandbox set it to 0.
     vast_min_interval: float = 2.0
     vast_timeout: float = 30.0
     # First delay after a failed Vast or Slack call, doubled on each retry.

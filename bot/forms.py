@@ -25,7 +25,7 @@ _TEXT_FIELDS = {
 
 
 def target_options(endpoints: list[dict[str, Any]], groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One option per endpoint, or one per worker group for endpoints that have several."""
+    """Build one option per endpoint, or one per worker group for endpoints that have several."""
     options = []
     for endpoint in endpoints:
         mine = [group for group in groups if int(group.get("endpoint_id", -1)) == int(endpoint["id"])]
@@ -41,7 +41,7 @@ def target_options(endpoints: list[dict[str, Any]], groups: list[dict[str, Any]]
 
 
 def propose_view(channel_id: str, options: list[dict[str, Any]]) -> dict[str, Any]:
-    """The modal that `/rollout propose` opens when it has no arguments."""
+    """Build the modal that `/rollout propose` opens when it has no arguments."""
     blocks: list[dict[str, Any]] = [
         {
             "type": "input",
@@ -140,7 +140,7 @@ def read_propose_form(values: dict[str, Any]) -> tuple[ProposeRequest | None, di
 
 
 def reject_view(proposal: dict[str, Any]) -> dict[str, Any]:
-    """The small modal that asks for an optional reason before rejecting."""
+    """Build the small modal that requests an optional reason before rejecting."""
     return {
         "type": "modal",
         "callback_id": REJECT_CALLBACK,

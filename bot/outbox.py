@@ -217,7 +217,7 @@ class Outbox:
 
     def _handle_slack_error(self, row: dict[str, Any], channel: str, error: SlackApiError) -> bool:
         status = error.response.status_code
-        # A 5xx answer is often not JSON; slack_sdk then puts its parse error in "error".
+        # A 5xx response is often not JSON, and slack_sdk then puts its parse error in "error".
         reason = f"HTTP {status}" if status >= 500 else str(error.response.get("error") or f"HTTP {status}")
         if status == 429 or reason in ("ratelimited", "rate_limited"):
             retry_after = _seconds(error.response.headers.get("Retry-After")) or 1.0

@@ -51,7 +51,7 @@ def mention(user_id: str) -> str:
 
 
 def slack_date(epoch: float) -> str:
-    """A date that Slack shows in each reader's time zone, with a UTC fallback."""
+    """Format a date that Slack shows in each reader's time zone, with a UTC fallback."""
     fallback = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
     return f"<!date^{int(epoch)}^{{date_short_pretty}} {{time}}|{fallback}>"
 
@@ -116,7 +116,7 @@ def _flag_text(flag: str, value: str | None) -> str:
 
 
 def summary(diff: list[dict[str, Any]]) -> str:
-    """A one-line summary of a change for fallback text and the thread."""
+    """Summarize a change in one line, for fallback text and the thread."""
     parts = []
     for item in diff[:3]:
         label = item["label"]
@@ -198,7 +198,7 @@ def proposal_buttons(proposal: dict[str, Any]) -> dict[str, Any]:
     value = str(proposal["id"])
     return {
         "type": "actions",
-        # A new block_id per state, as Slack asks for updated messages.
+        # A new block_id per state, because Slack expects one for each version of a message.
         "block_id": f"proposal-{value}-{proposal['status']}",
         "elements": [
             {
@@ -289,7 +289,7 @@ def transition_line(transition: Any) -> str:
 
 
 def worker_updates(transitions: list[Any], progress: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    """One thread reply for a poll: the first workers by name, the rest summarized by phase."""
+    """Build one thread reply for a poll: the first workers by name, the rest counted by phase."""
     order = {"error": 0, "rejoined": 1, "updating": 2}
     ordered = sorted(transitions, key=lambda item: (order.get(item.new_phase, 3), item.worker_id))
     shown = ordered[:MAX_WORKER_LINES]

@@ -53,7 +53,7 @@ class RolloutEngine:
         """Create the rollout of an approved proposal and schedule its steps.
 
         Returns:
-            The rollout id, or None when another rollout holds the worker group.
+            The rollout id, or None when another rollout runs on the worker group.
         """
         proposal = self.ctx.store.proposal(proposal_id)
         if proposal is None:
@@ -288,8 +288,8 @@ class RolloutEngine:
             except (VastUnavailable, VastWorkersLoading) as error:
                 self._poll_failed(rollout, proposal, error)
             except VastError as error:
-                # A 4xx on a poll is not transient in theory, but a rollout must not fail on a
-                # read; it is counted like an outage and reported after several in a row.
+                # A 4xx on a poll is not transient in theory. A rollout must not fail on a read,
+                # so it is counted like an outage and reported after several in a row.
                 self._poll_failed(rollout, proposal, error)
 
     def _poll_failed(self, rollout: dict[str, Any], proposal: dict[str, Any], error: VastError) -> None:

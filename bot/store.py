@@ -1,7 +1,7 @@
 """SQLite storage for proposals, approvals, rollouts, their journal and the Slack outbox.
 
-One connection is shared by the listener threads, the scheduler and the outbox worker; a lock
-serializes its use, and every state change that must be atomic (an approval, taking the worker
+The listener threads, the scheduler and the outbox worker share one connection, and a lock
+serializes its use. Every state change that must be atomic (an approval, taking the worker
 group's rollout lock) is a single transaction.
 """
 
@@ -447,7 +447,7 @@ class Store:
         return rows
 
     def outbox_latest(self, key: str) -> dict[str, Any] | None:
-        """The newest queued or delivered row for a message key, with its payload decoded."""
+        """Return the newest queued or delivered row for a message key, with its payload decoded."""
         row = self._one("SELECT * FROM outbox WHERE key = ? ORDER BY id DESC LIMIT 1", (key,))
         if row:
             row["payload"] = json.loads(row["payload"])

@@ -25,7 +25,7 @@ def proposal_id_of(action: dict[str, Any]) -> int:
 
 
 def ephemeral(client: Any, body: dict[str, Any]) -> Callable[[str], None]:
-    """Return a function that answers the clicking user privately in the message's channel."""
+    """Return a function that replies privately to the clicking user in the message's channel."""
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
     user = body["user"]["id"]
 
@@ -57,7 +57,7 @@ def register(app: App, rollcall: Rollcall) -> None:
 
     @app.action("reject")
     def reject(ack: Ack, action: dict[str, Any], body: dict[str, Any], client: Any) -> None:
-        """Open the rejection modal, which asks for an optional reason."""
+        """Open the rejection modal, which requests an optional reason."""
         ack()
 
         def work() -> None:

@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 class _DropTokenNotice(logging.Filter):
     """Drop bolt's warning that `token` is unused when `client` is given.
 
-    Bolt reads SLACK_BOT_TOKEN from the environment even when it gets a client (slack-bolt
-    1.30), then warns that it ignores it; the client carries the same token, so the warning
+    Bolt (slack-bolt 1.30) reads SLACK_BOT_TOKEN from the environment even when it gets a
+    client, then warns that it ignores it. The client carries the same token, so the warning
     is noise at every start.
     """
 
@@ -46,7 +46,7 @@ def create_app(rollcall: Rollcall, *, socket_mode: bool = False) -> App:
 
     @app.middleware
     def mark_retries(context: dict[str, Any], request: Any, next: Callable[[], BoltResponse]) -> BoltResponse:
-        # Slack redelivers with X-Slack-Retry-Num when an answer came late; listeners are
+        # Slack redelivers with X-Slack-Retry-Num when a response came late. Listeners are
         # idempotent, and this flag lets them stay quiet about a click they already handled.
         context["slack_retry"] = bool(request.headers.get("x-slack-retry-num"))
         return next()

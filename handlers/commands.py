@@ -23,7 +23,7 @@ def register(app: App, rollcall: Rollcall) -> None:
 
     @app.command("/rollout")
     def rollout_command(ack: Ack, command: dict[str, Any], respond: Respond, client: Any) -> None:
-        """Dispatch `/rollout SUBCOMMAND ...`; acks at once and answers errors ephemerally."""
+        """Dispatch `/rollout SUBCOMMAND ...`; acks at once and sends errors as ephemeral messages."""
         ack()
         text = (command.get("text") or "").strip()
         name, _, rest = text.partition(" ")
