@@ -205,7 +205,7 @@ def advance(
         phase = classify(status, on_new, reqs)
         status_msg = str(worker.get("status_msg") or (known or {}).get("status_msg") or "")
 
-        row = {
+        row: dict[str, Any] = {
             "worker_id": worker_id,
             "status": status,
             "phase": phase,

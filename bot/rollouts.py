@@ -136,6 +136,7 @@ class RolloutEngine:
                 self.ctx.jobs.once(f"steps-{rollout_id}", self.run_steps, rollout_id, at=self.ctx.clock() + delay)
                 return
             except (VastError, UserError) as error:
+                assert rollout is not None
                 logger.error("Rollout %s failed at %s: %s", rollout_id, rollout["phase"], error)
                 self.fail(rollout_id, f"Step {'1' if rollout['phase'] == 'saving_template' else '2'} failed: {error}")
                 return
@@ -411,6 +412,7 @@ class RolloutEngine:
         self.ctx.store.audit(proposal["id"], "rollout completed", None, summary)
         logger.info("Rollout %s completed: %s", rollout_id, summary)
         rollout = self.ctx.store.rollout(rollout_id)
+        assert rollout is not None
         text, blocks = render.completion_message(proposal, rollout, progress, seconds)
         if note:
             text, blocks = note, [render.section(note)]

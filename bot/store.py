@@ -256,7 +256,8 @@ class Store:
         endpoint_id: int | None = None,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
-        where, params = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
         if statuses:
             where.append(f"status IN ({', '.join('?' for _ in statuses)})")
             params.extend(statuses)

@@ -340,7 +340,7 @@ def _saved_template(route: str, data: Any, sent: dict[str, Any]) -> dict[str, An
     if not isinstance(data, dict):
         raise VastError(route, f"unexpected answer {str(data)[:200]!r}")
     message = str(data.get("msg") or "")
-    template = data.get("template") if isinstance(data.get("template"), dict) else {}
+    template: dict[str, Any] = data["template"] if isinstance(data.get("template"), dict) else {}
     existing = "Existing Template Found" in message
     if data.get("success") is False and not existing:
         raise VastError(route, message or str(data.get("error") or "success: false"))
