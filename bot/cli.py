@@ -43,13 +43,11 @@ def run(http_port: int | None = None) -> int:
     rollcall.start()
     try:
         if settings.socket_mode:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
+            from handlers.server import connect_socket_mode
 
-            handler = SocketModeHandler(app, settings.slack_app_token)
-            handler.connect()
-            logger.info("Connected to Slack in Socket Mode")
+            connection = connect_socket_mode(app, settings.slack_app_token)
             _wait(stop)
-            handler.close()
+            connection.close()
         else:
             from handlers.server import HttpServer
 

@@ -10,6 +10,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from slack_bolt import App
+from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 logger = logging.getLogger(__name__)
@@ -59,3 +60,11 @@ class HttpServer:
         self.server.server_close()
         if self._thread:
             self._thread.join(5)
+
+
+def connect_socket_mode(app: App, app_token: str) -> SocketModeHandler:
+    """Connect to Slack over a WebSocket (Socket Mode) without blocking; close() disconnects."""
+    handler = SocketModeHandler(app, app_token)
+    handler.connect()
+    logger.info("Connected to Slack in Socket Mode")
+    return handler
