@@ -16,6 +16,7 @@ from bot.changes import Change, ProposalInputError, ProposeRequest, parse_propos
 from bot.config import Settings
 from bot.context import Context
 from bot.errors import UserError
+from bot.notify import proposal_key
 from bot.outbox import Outbox
 from bot.policy import Membership
 from bot.proposals import Proposals
@@ -86,6 +87,29 @@ class Rollcall:
     def form_targets(self) -> list[dict[str, Any]]:
         """Return the endpoint and worker group options of the proposal form."""
         return forms.target_options(self.ctx.vast.list_endpoints(), self.ctx.vast.list_workergroups())
+
+    def check_posted(self, proposal_id: int, timeout: float = 2.5) -> None:
+        """Wait briefly for the proposal message; withdraw the proposal if Slack rejected it.
+
+        A command's response URL works even where the bot may not post, so this is the one chance
+        to tell the proposer why no proposal appeared (most often: the bot is not in the channel).
+
+        Raises:
+            UserError: Slack rejected the proposal message for good.
+        """
+        deadline = time.monotonic() + timeout
+        key = proposal_key(proposal_id)
+        while time.monotonic() < deadline:
+            row = self.ctx.store.outbox_latest(key)
+            if row is None or row["state"] == "sent":
+                return
+            if row["state"] == "failed":
+                self.proposals.withdraw_undelivered(proposal_id, row["error"])
+                raise UserError(
+                    f"Rollcall could not post proposal #{proposal_id} in this channel (`{row['error']}`), so it "
+                    "was withdrawn. Invite the bot with `/invite @rollcall`, or propose from a channel it is in."
+                )
+            time.sleep(0.05)
 
     def cancel(self, proposal_id: int, user_id: str) -> str:
         """Withdraw a pending proposal, or abort the running rollout of an approved one.

@@ -284,6 +284,18 @@ class Proposals:
         refresh_proposal(self.ctx, proposal_id)
         return f"You cancelled #{proposal_id}."
 
+    def withdraw_undelivered(self, proposal_id: int, reason: str) -> None:
+        """Cancel a proposal whose message Slack rejected, so it cannot be approved unseen."""
+        if self.ctx.store.move_proposal(
+            proposal_id,
+            ("pending", "approved"),
+            "cancelled",
+            decided_at=self.ctx.clock(),
+            status_detail=f"the proposal message could not be posted ({reason})",
+        ):
+            self.ctx.store.audit(proposal_id, "withdrawn", None, f"message not delivered: {reason}")
+            self.ctx.jobs.cancel(f"expire-{proposal_id}")
+
     def expire(self, proposal_id: int) -> None:
         """Close a proposal that waited longer than ROLLCALL_PROPOSAL_TTL_HOURS."""
         hours = self.ctx.settings.proposal_ttl_hours

@@ -9,7 +9,7 @@ from slack_bolt import Ack, App, Respond
 
 from bot import forms, reports
 from bot.app import Rollcall
-from bot.changes import ProposalInputError, parse_propose
+from bot.changes import PROPOSE_EXAMPLE, PROPOSE_USAGE, ProposalInputError, parse_propose
 from bot.errors import UserError
 from handlers.common import reply_errors
 
@@ -78,13 +78,12 @@ def propose(rollcall: Rollcall, text: str, user_id: str, channel_id: str) -> str
         request = parse_propose(text)
     except ProposalInputError as error:
         raise UserError(f"{error}\n{_usage()}") from None
-    rollcall.proposals.propose(request, user_id, channel_id)
+    proposal_id = rollcall.proposals.propose(request, user_id, channel_id)
+    rollcall.check_posted(proposal_id)
     return None
 
 
 def _usage() -> str:
-    from bot.changes import PROPOSE_EXAMPLE, PROPOSE_USAGE
-
     return f"Usage: `{PROPOSE_USAGE}`\nExample: `{PROPOSE_EXAMPLE}`"
 
 

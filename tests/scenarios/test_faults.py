@@ -102,3 +102,13 @@ def test_bot_backs_off_when_rate_limited(start_bot, qwen, vast, caplog):
     start_rollout(bot)
     wait_until(lambda: bot.store.proposal(1)["status"] == "completed", timeout=60, message="completion")
     assert "HTTP 429: API requests too frequent" in caplog.text
+
+
+def test_proposal_in_channel_without_bot_is_withdrawn(start_bot, qwen, slack):
+    slack.outside_channels.add(CHANNEL)
+    bot = start_bot()
+    bot.driver.command("/rollout", f"propose qwen-chat MODEL_NAME={NEW_MODEL}", user="U0ALICE", channel=CHANNEL)
+    reply = wait_until(lambda: next(iter(slack.responses()), None), message="the reply")
+    assert "could not post proposal #1 in this channel (`not_in_channel`)" in reply["text"]
+    assert "/invite @rollcall" in reply["text"]
+    assert bot.store.proposal(1)["status"] == "cancelled"
