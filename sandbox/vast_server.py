@@ -11,6 +11,9 @@ connections. Control routes under `/_sandbox/` need no API key:
 - `POST /_sandbox/config`: a partial config dict (see `VastWorld.set_config`).
 - `POST /_sandbox/advance {"seconds": N}`: move the simulated clock forward.
 - `POST /_sandbox/fail_next {"route_prefix", "kind", "count", "timeout_seconds"}`.
+- `POST /_sandbox/hold {"route_prefix", "method", "when", "count", "skip", "seconds"}`:
+  hold requests before or after they take effect (see `VastWorld.hold`).
+- `POST /_sandbox/release`: let every held request go on.
 
 Run `python -m sandbox.vast_server --demo` for a demo world.
 """
@@ -22,6 +25,7 @@ import contextlib
 import json
 import logging
 import re
+import select
 import signal
 import socket
 import sys
@@ -32,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from sandbox.vast_sim import ApiError, VastWorld, invalid_args
+from sandbox.vast_sim import ApiError, Hold, VastWorld, invalid_args
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +159,16 @@ def _fail_next(world, params, query, body):
     return {"success": True}
 
 
+def _hold(world, params, query, body):
+    try:
+        world.hold(str(body.get("route_prefix", "/")), method=body.get("method"),
+                   when=str(body.get("when", "before")), count=body.get("count", 1),
+                   skip=body.get("skip", 0), seconds=body.get("seconds"))
+    except (TypeError, ValueError) as error:
+        raise invalid_args(str(error)) from error
+    return {"success": True}
+
+
 def _events(world, params, query, body):
     try:
         since = int(query.get("since", "0"))
@@ -197,6 +211,9 @@ def _build_routes() -> list[Route]:
         Route("POST", "/_sandbox/config", _set_config, "control"),
         Route("POST", "/_sandbox/advance", _advance, "control"),
         Route("POST", "/_sandbox/fail_next", _fail_next, "control"),
+        Route("POST", "/_sandbox/hold", _hold, "control"),
+        Route("POST", "/_sandbox/release",
+              lambda w, p, q, b: {"success": True, "released": w.release_holds()}, "control"),
     ]
     # `/api/v0/workergroups/` is the newer name of `/api/v0/autojobs/`.
     for prefix in ("/api/v0/autojobs/", "/api/v0/workergroups/"):
@@ -332,6 +349,7 @@ class _VastRequestHandler(BaseHTTPRequestHandler):
                                       "msg": f"no route for {method} {split.path}"})
             return
 
+        hold = None
         if route.kind != "control":
             world.count_call(route.name)
             fault = world.take_fault(split.path)
@@ -339,18 +357,43 @@ class _VastRequestHandler(BaseHTTPRequestHandler):
                 logger.info("%s %s: injecting fault %s", method, split.path, fault[0])
                 self._send_fault(*fault)
                 return
+            hold = world.take_hold(method, split.path)
 
         try:
             body = self._parse_body(raw_body)
             if route.kind != "control" and not self._authorize(route, body, query):
                 return
+            if hold is not None and hold.when == "before" and not self._wait_at_hold(hold):
+                logger.info("%s %s: the client disconnected or the sandbox stopped while the "
+                            "request was held, so the request is dropped", method, split.path)
+                self.close_connection = True
+                return
             world.step_to_now()
             result = route.handler(world, params, query, body)
         except ApiError as error:
             logger.info("%s %s failed with %d: %s", method, split.path, error.status, error.msg)
+            if hold is not None and hold.when == "after":
+                self._wait_at_hold(hold)
             self._send_error(route, error.status, error.body)
             return
+        if hold is not None and hold.when == "after":
+            self._wait_at_hold(hold)
         self._send_json(200, result)
+
+    def _wait_at_hold(self, hold: Hold) -> bool:
+        """Block this request at `hold`. Return False when the client or the sandbox went away first."""
+        logger.info("%s %s: request held %s it takes effect", self.command, self.path, hold.when)
+        return hold.wait(self._client_gone, self.server.sandbox.stopping)
+
+    def _client_gone(self) -> bool:
+        """Return True when the client closed the connection before its response was sent."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
     def _read_body(self) -> bytes:
         """Read the request body. Raises ValueError for a bad length or an oversized body."""

@@ -28,6 +28,7 @@ import shlex
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -621,6 +622,78 @@ class Worker:
         return self.benchmark_perf / max(max_per_worker, 1)
 
 
+HOLD_POINTS = ("before", "after")
+# How often a held request checks whether it was released or its client went away.
+HOLD_CHECK_SECONDS = 0.02
+
+
+class Hold:
+    """A gate that stops matching API requests before or after the world applies them.
+
+    With `when="before"` a held request has not changed anything yet. With `when="after"`
+    the change is made and only the response waits. A request stays held until `release()`,
+    until `seconds` pass (None: no limit), until its client disconnects or until the sandbox
+    stops. A "before" request whose client disconnected or whose sandbox stopped is dropped
+    without being applied, like a request that never reached the server.
+    """
+
+    def __init__(self, route_prefix: str, method: str | None, when: str, count: int,
+                 skip: int, seconds: float | None):
+        self.route_prefix = route_prefix
+        self.method = method.upper() if method else None
+        self.when = when
+        self.remaining = count
+        self.skip = skip
+        self.seconds = seconds
+        self.held_count = 0
+        self.dropped_count = 0
+        self.released = threading.Event()
+        self._first_held = threading.Event()
+        self._lock = threading.Lock()
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and path.startswith(self.route_prefix)
+
+    def release(self) -> None:
+        """Let every request held now or later through."""
+        self.released.set()
+
+    def wait_held(self, timeout: float) -> bool:
+        """Wait until a request reaches the hold, which for "after" is once its change is made.
+
+        Returns:
+            False when no request arrived within `timeout` seconds.
+        """
+        return self._first_held.wait(timeout)
+
+    def wait(self, client_gone: Callable[[], bool], stopping: threading.Event) -> bool:
+        """Block the calling request thread at the hold.
+
+        Returns:
+            True when the request may go on: released, or `seconds` passed. False when its
+            client disconnected or the sandbox stopped first.
+        """
+        with self._lock:
+            self.held_count += 1
+        self._first_held.set()
+        deadline = None if self.seconds is None else time.monotonic() + self.seconds
+        while not self.released.wait(HOLD_CHECK_SECONDS):
+            if stopping.is_set() or client_gone():
+                if self.when == "before":
+                    with self._lock:
+                        self.dropped_count += 1
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return True
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"route_prefix": self.route_prefix, "method": self.method, "when": self.when,
+                "remaining": self.remaining, "skip": self.skip, "seconds": self.seconds,
+                "held_count": self.held_count, "dropped_count": self.dropped_count,
+                "released": self.released.is_set()}
+
+
 # ---------------------------------------------------------------------------
 # The world
 # ---------------------------------------------------------------------------
@@ -668,6 +741,7 @@ class VastWorld:
             "requests_rejected": 0,
         }
         self._scripted_faults: list[list[Any]] = []
+        self.holds: list[Hold] = []
         self._last_call_at: dict[tuple[str, str], float] = {}
         self._logs: deque[tuple[float, int, int | None, int | None, str]] = deque(
             maxlen=MAX_LOG_LINES)
@@ -1285,6 +1359,7 @@ class VastWorld:
                 "fail_models": dict(self.fail_models),
                 "hang_models": sorted(self.hang_models),
                 "counters": copy.deepcopy(self.counters),
+                "holds": [gate.to_dict() for gate in self.holds],
                 "event_count": len(self.events),
                 "endpoints": [e.to_dict() | {"workergroup_ids": list(e.workergroup_ids)}
                               for e in sorted(self.endpoints.values(), key=lambda e: e.id)],
@@ -1442,6 +1517,47 @@ class VastWorld:
             if self.fault_rng.random() >= faults["rate"]:
                 return None
             return self.fault_rng.choice(faults["kinds"]), faults["timeout_seconds"]
+
+    def hold(self, route_prefix: str, *, method: str | None = None, when: str = "before",
+             count: int = 1, skip: int = 0, seconds: float | None = None) -> Hold:
+        """Hold the next `count` requests whose path starts with `route_prefix`.
+
+        `method` limits the hold to one HTTP method, `skip` lets that many matching requests
+        pass first, and `when` is "before" or "after" the world applies the request. See
+        `Hold` for when a held request goes on. Raises ValueError on invalid arguments.
+        """
+        if when not in HOLD_POINTS:
+            raise ValueError(f"when must be one of {', '.join(HOLD_POINTS)}, got {when!r}")
+        for name, value, minimum in (("count", count, 1), ("skip", skip, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+        if seconds is not None and (isinstance(seconds, bool)
+                                    or not isinstance(seconds, int | float) or seconds < 0):
+            raise ValueError(f"seconds must be null or a non-negative number, got {seconds!r}")
+        gate = Hold(route_prefix, method, when, count, skip, seconds)
+        with self.lock:
+            self.holds.append(gate)
+        return gate
+
+    def take_hold(self, method: str, path: str) -> Hold | None:
+        """Return the hold that a request to `path` must wait at, or None."""
+        with self.lock:
+            for gate in self.holds:
+                if gate.remaining <= 0 or not gate.matches(method, path):
+                    continue
+                if gate.skip > 0:
+                    gate.skip -= 1
+                    return None
+                gate.remaining -= 1
+                return gate
+            return None
+
+    def release_holds(self) -> int:
+        """Release every hold and return how many there were."""
+        with self.lock:
+            for gate in self.holds:
+                gate.release()
+            return len(self.holds)
 
     def check_rate_limit(self, route: str, api_key: str) -> float | None:
         """Record a call and return the threshold in seconds if it came too soon, else None.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -738,6 +740,148 @@ def test_faults_repeat_with_same_seed():
             sandbox.world.set_config({"faults": {"rate": 0.5, "kinds": ["502"]}})
             patterns.append([http.get("/api/v0/endptjobs/").status_code for _ in range(20)])
     assert patterns[0] == patterns[1]
+
+
+# -- holds --------------------------------------------------------------------------
+
+
+def point_group_request() -> dict:
+    """The request that points the group at the default template (a change with no update)."""
+    return {"endpoint_id": ENDPOINT_ID, "template_id": TEMPLATE_ID, "search_params": None}
+
+
+def put_group_in_background(vast: VastSandbox, pool: ThreadPoolExecutor) -> Future:
+    def send() -> httpx.Response:
+        with httpx.Client(base_url=vast.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5.0) as http:
+            return http.put(f"/api/v0/autojobs/{GROUP_ID}/", json=point_group_request())
+
+    return pool.submit(send)
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met within the timeout"
+        time.sleep(0.01)
+
+
+def test_hold_before_waits_for_release(vast):
+    hold = vast.world.hold("/api/v0/autojobs/", method="PUT", when="before")
+    with ThreadPoolExecutor(1) as pool:
+        response = put_group_in_background(vast, pool)
+        assert hold.wait_held(5)
+        time.sleep(0.1)
+        assert not response.done()
+        assert vast.world.counters["workergroup_updates"] == 0
+
+        hold.release()
+
+        assert response.result(5).json() == {"success": True}
+    assert vast.world.counters["workergroup_updates"] == 1
+
+
+def test_hold_after_applies_before_answering(vast):
+    hold = vast.world.hold("/api/v0/autojobs/", method="PUT", when="after")
+    with ThreadPoolExecutor(1) as pool:
+        response = put_group_in_background(vast, pool)
+        assert hold.wait_held(5)
+        assert vast.world.counters["workergroup_updates"] == 1
+        assert not response.done()
+
+        hold.release()
+
+        assert response.result(5).status_code == 200
+    assert vast.world.counters["workergroup_updates"] == 1
+
+
+def test_hold_drops_request_of_gone_client(vast, client):
+    hold = vast.world.hold("/api/v0/autojobs/", method="PUT", when="before")
+    body = json.dumps(point_group_request()).encode()
+    request = (
+        f"PUT /api/v0/autojobs/{GROUP_ID}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", int(vast.url.rsplit(":", 1)[1])), timeout=5) as connection:
+        connection.sendall(request + body)
+        assert hold.wait_held(5)
+
+    wait_for(lambda: hold.dropped_count == 1)
+    assert vast.world.counters["workergroup_updates"] == 0
+    assert client.put(f"/api/v0/autojobs/{GROUP_ID}/", json=point_group_request()).status_code == 200
+    assert vast.world.counters["workergroup_updates"] == 1
+
+
+def test_hold_skips_and_matches_method(vast, client):
+    hold = vast.world.hold("/api/v0/autojobs/", method="PUT", when="before", skip=1, seconds=0.2)
+
+    assert client.get("/api/v0/autojobs/").status_code == 200
+    assert client.put(f"/api/v0/autojobs/{GROUP_ID}/", json=point_group_request()).status_code == 200
+    assert hold.held_count == 0
+    started = time.monotonic()
+    assert client.put(f"/api/v0/autojobs/{GROUP_ID}/", json=point_group_request()).status_code == 200
+
+    assert time.monotonic() - started >= 0.2
+    assert hold.held_count == 1
+    assert client.put(f"/api/v0/autojobs/{GROUP_ID}/", json=point_group_request()).status_code == 200
+    assert hold.held_count == 1
+
+
+def test_hold_control_routes(vast, client):
+    response = client.post(
+        "/_sandbox/hold", json={"route_prefix": "/api/v0/endptjobs/", "method": "GET", "when": "after"}
+    )
+    assert response.json() == {"success": True}
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(client.get, "/api/v0/endptjobs/")
+        wait_for(lambda: get_state(client)["holds"][0]["held_count"] == 1)
+
+        released = client.post("/_sandbox/release")
+
+        assert released.json() == {"success": True, "released": 1}
+        assert held.result(5).status_code == 200
+    assert get_state(client)["holds"] == [
+        {
+            "route_prefix": "/api/v0/endptjobs/",
+            "method": "GET",
+            "when": "after",
+            "remaining": 0,
+            "skip": 0,
+            "seconds": None,
+            "held_count": 1,
+            "dropped_count": 0,
+            "released": True,
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"when": "during"}, "when must be one of before, after"),
+        ({"count": 0}, "count must be an integer of at least 1"),
+        ({"skip": -1}, "skip must be an integer of at least 0"),
+        ({"seconds": "soon"}, "seconds must be null or a non-negative number"),
+    ],
+)
+def test_hold_rejects_invalid_arguments(client, body, message):
+    response = client.post("/_sandbox/hold", json={"route_prefix": "/api/v0/autojobs/", **body})
+    assert response.status_code == 400
+    assert response.json()["msg"].startswith(message)
+
+
+def test_stop_ends_held_requests(vast):
+    hold = vast.world.hold("/api/v0/autojobs/", method="PUT", when="before")
+    with ThreadPoolExecutor(1) as pool:
+        response = put_group_in_background(vast, pool)
+        assert hold.wait_held(5)
+
+        vast.stop()
+
+        with pytest.raises(httpx.TransportError):
+            response.result(5)
+    wait_for(lambda: hold.dropped_count == 1)
+    assert vast.world.counters["workergroup_updates"] == 0
 
 
 def test_config_rejects_unknown_key(client):
