@@ -6,6 +6,8 @@ from typing import Any
 
 from bot import render
 from bot.context import Context
+from bot.outbox import post_payload
+from bot.store import Batch
 
 
 def proposal_key(proposal_id: int) -> str:
@@ -43,16 +45,19 @@ def thread_post(
     blocks: list[dict[str, Any]] | None = None,
     *,
     broadcast: bool = False,
+    batch: Batch | None = None,
 ) -> None:
-    """Queue a reply in the proposal's thread."""
-    ctx.outbox.post(
-        key,
-        proposal["channel_id"],
-        text,
-        blocks or [render.section(text)],
-        thread_key=proposal_key(proposal["id"]),
-        broadcast=broadcast,
-    )
+    """Queue a reply in the proposal's thread, within `batch` when one is given.
+
+    With a batch, the reply commits together with the state change it reports; the caller
+    wakes the outbox after the batch.
+    """
+    payload = post_payload(text, blocks or [render.section(text)], broadcast=broadcast)
+    if batch is None:
+        ctx.store.enqueue("post", key, proposal["channel_id"], payload, proposal_key(proposal["id"]))
+        ctx.outbox.wake()
+    else:
+        batch.enqueue("post", key, proposal["channel_id"], payload, proposal_key(proposal["id"]))
 
 
 def people(ctx: Context, proposal: dict[str, Any]) -> list[str]:

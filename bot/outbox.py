@@ -74,10 +74,7 @@ class Outbox:
         broadcast: bool = False,
     ) -> None:
         """Queue a new message; `thread_key` names the parent message when it is a reply."""
-        payload: dict[str, Any] = {"text": text, "blocks": blocks or []}
-        if broadcast:
-            payload["reply_broadcast"] = True
-        self.store.enqueue("post", key, channel_id, payload, thread_key)
+        self.store.enqueue("post", key, channel_id, post_payload(text, blocks, broadcast=broadcast), thread_key)
         self.wake()
 
     def update(self, key: str, channel_id: str, text: str, blocks: list[dict[str, Any]]) -> None:
@@ -261,6 +258,14 @@ class Outbox:
             )
         # Its thread may go on: later rows are judged on their own.
         return True
+
+
+def post_payload(text: str, blocks: list[dict[str, Any]] | None, *, broadcast: bool = False) -> dict[str, Any]:
+    """Build the stored form of a new message."""
+    payload: dict[str, Any] = {"text": text, "blocks": blocks or []}
+    if broadcast:
+        payload["reply_broadcast"] = True
+    return payload
 
 
 def _seconds(value: str | None) -> float | None:

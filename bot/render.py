@@ -188,7 +188,8 @@ def proposal_message(
     elif rollout and rollout.get("phase") in PHASE_LABELS and rollout.get("status") == "running":
         blocks.append(section(f"*Rollout #{rollout['id']}:* {PHASE_LABELS[rollout['phase']]}…"))
     if rollout and rollout.get("summary") and status in ("completed", "failed", "aborted"):
-        blocks.append(context(escape(rollout["summary"])))
+        # Summaries are written by Rollcall, with any text from Vast already escaped.
+        blocks.append(context(rollout["summary"]))
 
     text = f"{title}: {STATUS_LABELS.get(status, status)}. {summary(proposal['diff'])}"
     return text, blocks

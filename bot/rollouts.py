@@ -185,10 +185,6 @@ class RolloutEngine:
                     body["id"] = proposal["base_template_id"]
                 saved = self.ctx.vast.save_template(body)
         new_hash, new_id = str(saved["hash_id"]), saved.get("id")
-        self.ctx.store.update_rollout(
-            rollout_id, new_template_hash=new_hash, new_template_id=new_id, phase="pointing_group"
-        )
-        self.ctx.store.journal(rollout_id, "template saved", f"{new_hash} (id {new_id})")
         if proposal["kind"] == "rollback":
             text = (
                 f"Step 1 of 2: returning to the earlier template {render.code(new_hash)} (id {new_id}), "
@@ -196,7 +192,11 @@ class RolloutEngine:
             )
         else:
             text = f"Step 1 of 2: saved the new template version {render.code(new_hash)} (id {new_id})."
-        thread_post(self.ctx, proposal, f"rollout:{rollout_id}:step1", text)
+        with self.ctx.store.batch() as batch:
+            batch.update_rollout(rollout_id, new_template_hash=new_hash, new_template_id=new_id, phase="pointing_group")
+            batch.journal(rollout_id, "template saved", f"{new_hash} (id {new_id})")
+            thread_post(self.ctx, proposal, f"rollout:{rollout_id}:step1", text, batch=batch)
+        self.ctx.outbox.wake()
         logger.info("Rollout %s step 1 done: template %s", rollout_id, new_hash)
 
     def _find_saved_template(self, target: dict[str, Any], proposal: dict[str, Any]) -> dict[str, Any] | None:
@@ -239,18 +239,21 @@ class RolloutEngine:
                 search_params=format_search(target_search),
             )
         now = self.ctx.clock()
-        self.ctx.store.update_rollout(rollout_id, phase="rolling", triggered_at=now)
-        self.ctx.store.journal(rollout_id, "group updated", rollout["new_template_hash"] or "")
         search_note = ""
         if target_search != normalize_search(rollout["old_search"]):
             search_note = f" with search filter {render.code(format_search(target_search))}"
-        thread_post(
-            self.ctx,
-            proposal,
-            f"rollout:{rollout_id}:step2",
-            f"Step 2 of 2: pointed worker group {rollout['workergroup_id']} at template "
-            f"{render.code(rollout['new_template_hash'])}{search_note}. Vast is now updating the workers.",
-        )
+        with self.ctx.store.batch() as batch:
+            batch.update_rollout(rollout_id, phase="rolling", triggered_at=now)
+            batch.journal(rollout_id, "group updated", rollout["new_template_hash"] or "")
+            thread_post(
+                self.ctx,
+                proposal,
+                f"rollout:{rollout_id}:step2",
+                f"Step 2 of 2: pointed worker group {rollout['workergroup_id']} at template "
+                f"{render.code(rollout['new_template_hash'])}{search_note}. Vast is now updating the workers.",
+                batch=batch,
+            )
+        self.ctx.outbox.wake()
         refresh_proposal(self.ctx, proposal["id"])
         logger.info(
             "Rollout %s step 2 done: group %s points at %s",
@@ -337,10 +340,17 @@ class RolloutEngine:
             template_changed=template_changed,
             now=now,
         )
-        self.ctx.store.save_workers(rollout_id, result.rows)
         progress = result.progress.to_dict()
         changed = progress != rollout.get("progress")
-        self.ctx.store.update_rollout(rollout_id, progress=progress, worker_total=progress["total"])
+        # The worker rows and the reply that reports their changes commit together, so a crash
+        # cannot record a change whose reply was never queued.
+        with self.ctx.store.batch() as batch:
+            batch.save_workers(rollout_id, result.rows)
+            batch.update_rollout(rollout_id, progress=progress, worker_total=progress["total"])
+            if result.transitions:
+                text, blocks = render.worker_updates(result.transitions, progress)
+                thread_post(self.ctx, proposal, f"rollout:{rollout_id}:poll:{now:.3f}", text, blocks, batch=batch)
+        self.ctx.outbox.wake()
         logger.info(
             "Rollout %s poll: %d/%d rejoined, %d updating, %d errors, %d changes, %d instance look-ups",
             rollout_id,
@@ -351,9 +361,6 @@ class RolloutEngine:
             len(result.transitions),
             result.checked_instances,
         )
-        if result.transitions:
-            text, blocks = render.worker_updates(result.transitions, progress)
-            thread_post(self.ctx, proposal, f"rollout:{rollout_id}:poll:{now:.3f}", text, blocks)
         if rollout.get("ready_before") is None:
             self.ctx.store.update_rollout(rollout_id, ready_before=progress["ready"])
             rollout["ready_before"] = progress["ready"]
@@ -405,18 +412,20 @@ class RolloutEngine:
         assert proposal is not None
         seconds = self.ctx.clock() - rollout["started_at"]
         summary = note or f"{progress['rejoined']}/{progress['total']} workers updated in {render.duration(seconds)}"
-        if not self.ctx.store.finish_rollout(rollout_id, "completed", "completed", summary):
-            return
-        self.ctx.jobs.cancel(f"poll-{rollout_id}")
-        self.ctx.store.journal(rollout_id, "completed", summary)
-        self.ctx.store.audit(proposal["id"], "rollout completed", None, summary)
-        logger.info("Rollout %s completed: %s", rollout_id, summary)
-        rollout = self.ctx.store.rollout(rollout_id)
-        assert rollout is not None
         text, blocks = render.completion_message(proposal, rollout, progress, seconds)
         if note:
             text, blocks = note, [render.section(note)]
-        thread_post(self.ctx, proposal, f"rollout:{rollout_id}:completed", text, blocks, broadcast=True)
+        with self.ctx.store.batch() as batch:
+            if not batch.finish_rollout(rollout_id, "completed", "completed", summary):
+                return
+            batch.journal(rollout_id, "completed", summary)
+            batch.audit(proposal["id"], "rollout completed", None, summary)
+            thread_post(
+                self.ctx, proposal, f"rollout:{rollout_id}:completed", text, blocks, broadcast=True, batch=batch
+            )
+        self.ctx.outbox.wake()
+        self.ctx.jobs.cancel(f"poll-{rollout_id}")
+        logger.info("Rollout %s completed: %s", rollout_id, summary)
         refresh_proposal(self.ctx, proposal["id"])
         self._invalidate_stale(proposal)
 
@@ -437,31 +446,33 @@ class RolloutEngine:
             if rollout["phase"] == "rolling":
                 self.ctx.vast.cancel_update(rollout["workergroup_id"])
                 self.ctx.store.journal(rollout_id, "cancel requested", user_id)
-            summary = f"aborted by <@{user_id}>"
-            if not self.ctx.store.finish_rollout(rollout_id, "aborted", "aborted", summary):
-                raise UserError(f"Rollout #{rollout_id} has already finished.")
+            updated = sorted(wid for wid, row in self.ctx.store.workers(rollout_id).items() if row["on_new"])
+            if rollout["phase"] != "rolling":
+                detail = "Vast had not started updating workers yet, so no worker runs the new configuration."
+            elif updated:
+                names = ", ".join(str(wid) for wid in updated[:40]) + (" and more" if len(updated) > 40 else "")
+                detail = (
+                    f"{len(updated)} workers already run the new configuration ({names}); the others stay "
+                    "on the old one. Use `/rollout rollback` to return the updated ones."
+                )
+            else:
+                detail = "No worker had switched to the new configuration yet."
+            with self.ctx.store.batch() as batch:
+                if not batch.finish_rollout(rollout_id, "aborted", "aborted", f"aborted by <@{user_id}>"):
+                    raise UserError(f"Rollout #{rollout_id} has already finished.")
+                batch.audit(proposal["id"], "rollout aborted", user_id)
+                thread_post(
+                    self.ctx,
+                    proposal,
+                    f"rollout:{rollout_id}:aborted",
+                    f":octagonal_sign: Rollout #{rollout_id} aborted by <@{user_id}>; Vast was asked to cancel "
+                    f"the rolling update. {detail}",
+                    broadcast=True,
+                    batch=batch,
+                )
+            self.ctx.outbox.wake()
             self.ctx.jobs.cancel(f"poll-{rollout_id}")
             self.ctx.jobs.cancel(f"steps-{rollout_id}")
-            self.ctx.store.audit(proposal["id"], "rollout aborted", user_id)
-        updated = sorted(wid for wid, row in self.ctx.store.workers(rollout_id).items() if row["on_new"])
-        if rollout["phase"] != "rolling":
-            detail = "Vast had not started updating workers yet, so no worker runs the new configuration."
-        elif updated:
-            names = ", ".join(str(wid) for wid in updated[:40]) + (" and more" if len(updated) > 40 else "")
-            detail = (
-                f"{len(updated)} workers already run the new configuration ({names}); the others stay "
-                "on the old one. Use `/rollout rollback` to return the updated ones."
-            )
-        else:
-            detail = "No worker had switched to the new configuration yet."
-        thread_post(
-            self.ctx,
-            proposal,
-            f"rollout:{rollout_id}:aborted",
-            f":octagonal_sign: Rollout #{rollout_id} aborted by <@{user_id}>; Vast was asked to cancel "
-            f"the rolling update. {detail}",
-            broadcast=True,
-        )
         refresh_proposal(self.ctx, proposal["id"])
         logger.info("Rollout %s aborted by %s", rollout_id, user_id)
         return f"Rollout #{rollout_id} aborted."
@@ -471,19 +482,22 @@ class RolloutEngine:
         assert rollout is not None
         proposal = self.ctx.store.proposal(rollout["proposal_id"])
         assert proposal is not None
-        if not self.ctx.store.finish_rollout(rollout_id, "failed", "failed", reason):
-            return
+        with self.ctx.store.batch() as batch:
+            if not batch.finish_rollout(rollout_id, "failed", "failed", render.escape(reason)):
+                return
+            batch.journal(rollout_id, "failed", reason)
+            batch.audit(proposal["id"], "rollout failed", None, reason)
+            thread_post(
+                self.ctx,
+                proposal,
+                f"rollout:{rollout_id}:failed",
+                f":x: Rollout #{rollout_id} failed: {render.escape(reason)}",
+                broadcast=True,
+                batch=batch,
+            )
+        self.ctx.outbox.wake()
         self.ctx.jobs.cancel(f"poll-{rollout_id}")
-        self.ctx.store.journal(rollout_id, "failed", reason)
-        self.ctx.store.audit(proposal["id"], "rollout failed", None, reason)
         logger.error("Rollout %s failed: %s", rollout_id, reason)
-        thread_post(
-            self.ctx,
-            proposal,
-            f"rollout:{rollout_id}:failed",
-            f":x: Rollout #{rollout_id} failed: {render.escape(reason)}",
-            broadcast=True,
-        )
         if alert:
             self.alerts.raise_alert(
                 rollout,

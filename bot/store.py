@@ -175,6 +175,74 @@ def _encode(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class Batch:
+    """Writes that commit together: a state change and the Slack messages that report it.
+
+    A crash can then lose both or neither, never the message alone. Created by
+    `Store.batch()`; every method uses the batch's open transaction.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, clock: Callable[[], float]) -> None:
+        self.connection = connection
+        self.clock = clock
+        self.queued = 0
+
+    def update_rollout(self, rollout_id: int, **values: Any) -> None:
+        encoded = _encode(values)
+        columns = ", ".join(f"{name} = ?" for name in encoded)
+        self.connection.execute(f"UPDATE rollouts SET {columns} WHERE id = ?", (*encoded.values(), rollout_id))
+
+    def finish_rollout(self, rollout_id: int, status: str, proposal_status: str, summary: str = "") -> bool:
+        """Close a running rollout and its proposal together; False if it was not running."""
+        now = self.clock()
+        cursor = self.connection.execute(
+            "UPDATE rollouts SET status = ?, phase = 'done', finished_at = ?, summary = ? "
+            "WHERE id = ? AND status = 'running'",
+            (status, now, summary, rollout_id),
+        )
+        if cursor.rowcount != 1:
+            return False
+        self.connection.execute(
+            "UPDATE proposals SET status = ?, decided_at = COALESCE(decided_at, ?) "
+            "WHERE id = (SELECT proposal_id FROM rollouts WHERE id = ?)",
+            (proposal_status, now, rollout_id),
+        )
+        return True
+
+    def journal(self, rollout_id: int, step: str, detail: str = "") -> None:
+        self.connection.execute(
+            "INSERT INTO journal (rollout_id, at, step, detail) VALUES (?, ?, ?, ?)",
+            (rollout_id, self.clock(), step, detail),
+        )
+
+    def audit(self, proposal_id: int, action: str, user_id: str | None = None, detail: str = "") -> None:
+        self.connection.execute(
+            "INSERT INTO audit (proposal_id, at, user_id, action, detail) VALUES (?, ?, ?, ?, ?)",
+            (proposal_id, self.clock(), user_id, action, detail),
+        )
+
+    def save_workers(self, rollout_id: int, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            values = {"rollout_id": rollout_id, **row}
+            marks = ", ".join("?" for _ in values)
+            self.connection.execute(
+                f"INSERT OR REPLACE INTO workers ({', '.join(values)}) VALUES ({marks})", tuple(values.values())
+            )
+
+    def enqueue(
+        self, op: str, key: str, channel_id: str, payload: dict[str, Any], thread_key: str | None = None
+    ) -> int:
+        """Queue a Slack post or edit; a newer edit of a message replaces any edit still queued."""
+        if op == "update":
+            self.connection.execute("DELETE FROM outbox WHERE op = 'update' AND key = ? AND state = 'pending'", (key,))
+        cursor = self.connection.execute(
+            "INSERT INTO outbox (op, key, channel_id, thread_key, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (op, key, channel_id, thread_key, json.dumps(payload), self.clock()),
+        )
+        self.queued += 1
+        return int(cursor.lastrowid)  # type: ignore[arg-type]
+
+
 class Store:
     """Rollcall's database.
 
@@ -210,6 +278,12 @@ class Store:
                 connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """Group writes into one transaction (see `Batch`)."""
+        with self.transaction() as connection:
+            yield Batch(connection, self.clock)
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
         with self._lock:
@@ -288,10 +362,8 @@ class Store:
         )
 
     def audit(self, proposal_id: int, action: str, user_id: str | None = None, detail: str = "") -> None:
-        with self._lock:
-            self.db.table("audit").insert(
-                {"proposal_id": proposal_id, "at": self.clock(), "user_id": user_id, "action": action, "detail": detail}
-            )
+        with self.batch() as batch:
+            batch.audit(proposal_id, action, user_id, detail)
 
     def audit_trail(self, proposal_id: int) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM audit WHERE proposal_id = ? ORDER BY id", (proposal_id,))
@@ -345,32 +417,17 @@ class Store:
         )
 
     def update_rollout(self, rollout_id: int, **values: Any) -> None:
-        with self._lock:
-            self.db.table("rollouts").update(rollout_id, _encode(values))
+        with self.batch() as batch:
+            batch.update_rollout(rollout_id, **values)
 
     def finish_rollout(self, rollout_id: int, status: str, proposal_status: str, summary: str = "") -> bool:
         """Close a running rollout and its proposal together; False if it was not running."""
-        now = self.clock()
-        with self.transaction() as connection:
-            cursor = connection.execute(
-                "UPDATE rollouts SET status = ?, phase = 'done', finished_at = ?, summary = ? "
-                "WHERE id = ? AND status = 'running'",
-                (status, now, summary, rollout_id),
-            )
-            if cursor.rowcount != 1:
-                return False
-            connection.execute(
-                "UPDATE proposals SET status = ?, decided_at = COALESCE(decided_at, ?) "
-                "WHERE id = (SELECT proposal_id FROM rollouts WHERE id = ?)",
-                (proposal_status, now, rollout_id),
-            )
-            return True
+        with self.batch() as batch:
+            return batch.finish_rollout(rollout_id, status, proposal_status, summary)
 
     def journal(self, rollout_id: int, step: str, detail: str = "") -> None:
-        with self._lock:
-            self.db.table("journal").insert(
-                {"rollout_id": rollout_id, "at": self.clock(), "step": step, "detail": detail}
-            )
+        with self.batch() as batch:
+            batch.journal(rollout_id, step, detail)
 
     def journal_entries(self, rollout_id: int) -> list[dict[str, Any]]:
         return self._all("SELECT * FROM journal WHERE rollout_id = ? ORDER BY id", (rollout_id,))
@@ -382,12 +439,8 @@ class Store:
         return {row["worker_id"]: row for row in rows}
 
     def save_workers(self, rollout_id: int, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        with self._lock:
-            self.db.table("workers").upsert_all(
-                [{"rollout_id": rollout_id, **row} for row in rows], pk=("rollout_id", "worker_id")
-            )
+        with self.batch() as batch:
+            batch.save_workers(rollout_id, rows)
 
     # Alerts ---------------------------------------------------------------------------------
 
@@ -431,14 +484,8 @@ class Store:
         self, op: str, key: str, channel_id: str, payload: dict[str, Any], thread_key: str | None = None
     ) -> int:
         """Queue a Slack post or edit; a newer edit of a message replaces any edit still queued."""
-        with self.transaction() as connection:
-            if op == "update":
-                connection.execute("DELETE FROM outbox WHERE op = 'update' AND key = ? AND state = 'pending'", (key,))
-            cursor = connection.execute(
-                "INSERT INTO outbox (op, key, channel_id, thread_key, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (op, key, channel_id, thread_key, json.dumps(payload), self.clock()),
-            )
-            return int(cursor.lastrowid)  # type: ignore[arg-type]
+        with self.batch() as batch:
+            return batch.enqueue(op, key, channel_id, payload, thread_key)
 
     def outbox(self, states: tuple[str, ...] = ("pending", "sending")) -> list[dict[str, Any]]:
         marks = ", ".join("?" for _ in states)

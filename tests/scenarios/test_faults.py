@@ -65,6 +65,7 @@ def test_vast_faults_do_not_fail_rollout(start_bot, qwen, vast, slack):
     proposal = bot.propose(f"qwen-chat MODEL_NAME={NEW_MODEL}")
     bot.click(proposal, "approve", user="U0BOB")
     wait_until(lambda: bot.store.proposal(1)["status"] == "completed", timeout=60, message="completion")
+    wait_until(lambda: bot.store.outbox() == [], timeout=20, message="every message delivered")
     assert vast.world.counters["template_saves"] == 1
     assert vast.world.counters["workergroup_updates"] == 1
     texts = "\n".join(reply["text"] for reply in thread(slack, proposal))
@@ -80,6 +81,7 @@ def test_unreachable_warning_and_recovery_once(start_bot, qwen, vast, slack):
     )
     vast.world.fail_next("/get_workergroup_workers/", "503", count=8)
     wait_until(lambda: bot.store.proposal(1)["status"] == "completed", timeout=40, message="completion")
+    wait_until(lambda: bot.store.outbox() == [], timeout=20, message="every message delivered")
     texts = [reply["text"] for reply in thread(slack, proposal)]
     assert len([text for text in texts if "Vast API unreachable since" in text]) == 1
     assert len([text for text in texts if "Vast API answers again" in text]) == 1
