@@ -19,9 +19,16 @@ from bot.vast import VastError
 
 logger = logging.getLogger(__name__)
 
-# Keep waiting on one of these silences the same cause for every worker of the rollout: the team
-# has accepted that loading is slow or capacity is low. ERROR alerts stay per worker.
-SILENCED_TOGETHER = {"stuck", "capacity"}
+# Keep waiting on one of these silences the same cause for every worker of the rollout, because
+# the team has chosen to let the rollout go on. The thread still reports every worker.
+SILENCED_TOGETHER = {"stuck", "capacity", "error"}
+CAUSE_LABELS = {
+    "error": "workers in ERROR",
+    "stuck": "stuck workers",
+    "capacity": "ready capacity",
+    "timeout": "the time-out",
+    "failed": "the failure",
+}
 # Workers named in one alert; the rest are counted.
 MAX_NAMED_WORKERS = 5
 

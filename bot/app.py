@@ -11,14 +11,14 @@ import httpx
 from slack_sdk import WebClient
 
 from bot import forms
-from bot.alerts import parse_alert_value
+from bot.alerts import CAUSE_LABELS, parse_alert_value
 from bot.changes import Change, ProposalInputError, ProposeRequest, parse_propose
 from bot.config import Settings
 from bot.context import Context
-from bot.errors import UserError
+from bot.errors import MAX_ID, UserError
 from bot.notify import proposal_key
 from bot.outbox import Outbox
-from bot.policy import Membership
+from bot.policy import Membership, allowed, describe
 from bot.proposals import Proposals
 from bot.rollouts import RolloutEngine
 from bot.scheduler import Jobs
@@ -123,6 +123,7 @@ class Rollcall:
         if proposal["status"] == "running":
             rollout = self.ctx.store.rollout_for_proposal(proposal_id)
             assert rollout is not None
+            self.check_may_steer(user_id, proposal)
             return self.engine.abort(rollout["id"], user_id)
         if proposal["status"] != "pending":
             raise UserError(f"Proposal #{proposal_id} is {proposal['status']}, so there is nothing to cancel.")
@@ -142,6 +143,12 @@ class Rollcall:
             raise UserError(
                 "`/rollout rollback` takes only ENDPOINT[/GROUP_ID]; it returns to the earlier configuration."
             )
+        settings = self.settings
+        if settings.proposers and not (
+            allowed(user_id, settings.proposers, self.ctx.membership)
+            or (settings.approvers and allowed(user_id, settings.approvers, self.ctx.membership))
+        ):
+            raise UserError(f"Only {describe(settings.proposers + settings.approvers)} may propose a rollback.")
         endpoint, group = self.proposals.resolve(request.endpoint, request.group_id)
         last = self.ctx.store.last_rollout(int(group["id"]), ("completed", "failed", "aborted"))
         if last is None:
@@ -160,6 +167,11 @@ class Rollcall:
 
     def propose_rollback(self, rollout: dict[str, Any], user_id: str, channel_id: str, *, endpoint: str) -> int:
         """Propose pointing the rollout's worker group back at the template and filter it had before."""
+        for existing in self.ctx.store.proposals(
+            statuses=("pending", "approved", "running"), workergroup_id=int(rollout["workergroup_id"])
+        ):
+            if existing["rollback_of"] == rollout["id"]:
+                raise UserError(f"Rollback proposal #{existing['id']} for rollout #{rollout['id']} is already open.")
         request = ProposeRequest(
             endpoint, int(rollout["workergroup_id"]), Change(), f"roll back rollout #{rollout['id']}"
         )
@@ -182,26 +194,47 @@ class Rollcall:
 
     # Alert buttons --------------------------------------------------------------------------
 
-    def _alert_rollout(self, value: str) -> tuple[dict[str, Any], str, str]:
+    def check_may_steer(self, user_id: str, proposal: dict[str, Any]) -> None:
+        """Allow the proposer and, when ROLLCALL_APPROVERS is set, only the approvers besides.
+
+        Aborting, rolling back and silencing alerts change a live endpoint as much as approving.
+
+        Raises:
+            UserError: naming who may act instead.
+        """
+        approvers = self.settings.approvers
+        if not approvers or user_id == proposal["proposer_id"] or allowed(user_id, approvers, self.ctx.membership):
+            return
+        raise UserError(
+            f"Only <@{proposal['proposer_id']}>, who proposed #{proposal['id']}, or {describe(approvers)} may "
+            "abort, roll back or silence alerts of its rollout; nothing was changed."
+        )
+
+    def _alert_rollout(self, value: str, user_id: str) -> tuple[dict[str, Any], str, str]:
         try:
             rollout_id, subject, cause = parse_alert_value(value)
+            if rollout_id >= MAX_ID:
+                raise ValueError(value)
         except ValueError:
             raise UserError("This alert button carries no valid rollout; use `/rollout history`.") from None
         rollout = self.ctx.store.rollout(rollout_id)
         if rollout is None:
             raise UserError(f"Rollout #{rollout_id} does not exist.")
+        proposal = self.ctx.store.proposal(rollout["proposal_id"])
+        assert proposal is not None
+        self.check_may_steer(user_id, proposal)
         return rollout, subject, cause
 
     def abort_from_alert(self, value: str, user_id: str) -> str:
         """Cancel Vast's rolling update and mark the rollout aborted (the alert's Abort button)."""
-        rollout, subject, cause = self._alert_rollout(value)
+        rollout, subject, cause = self._alert_rollout(value, user_id)
         message = self.engine.abort(rollout["id"], user_id)
         self.engine.alerts.close(rollout["id"], subject, cause, f"Aborted by <@{user_id}>.")
         return message
 
     def rollback_from_alert(self, value: str, user_id: str) -> str:
         """Abort the rollout if it runs, then propose the rollback (the alert's Roll back button)."""
-        rollout, subject, cause = self._alert_rollout(value)
+        rollout, subject, cause = self._alert_rollout(value, user_id)
         if rollout["status"] == "running":
             self.engine.abort(rollout["id"], user_id)
         proposal = self.ctx.store.proposal(rollout["proposal_id"])
@@ -214,18 +247,20 @@ class Rollcall:
 
     def keep_waiting(self, value: str, user_id: str) -> str:
         """Record who acknowledged the alert and silence it (the alert's Keep waiting button)."""
-        rollout, subject, cause = self._alert_rollout(value)
+        rollout, subject, cause = self._alert_rollout(value, user_id)
         if not self.ctx.store.acknowledge_alert(rollout["id"], subject, cause, user_id):
             raise UserError("This alert was already acknowledged.")
-        self.ctx.store.journal(rollout["id"], "alert acknowledged", f"{subject} {cause} by {user_id}")
+        label = CAUSE_LABELS.get(cause, cause)
+        self.ctx.store.journal(rollout["id"], "alert acknowledged", f"{subject} {cause}")
         self.ctx.store.audit(rollout["proposal_id"], "alert acknowledged", user_id, f"{subject} {cause}")
         self.engine.alerts.close(
             rollout["id"],
             subject,
             cause,
-            f"<@{user_id}> chose to keep waiting; this alert is silenced for the rollout.",
+            f"<@{user_id}> chose to keep waiting, so no more alerts about {label} are posted for this "
+            "rollout; the thread still reports every worker.",
         )
-        return "Alert silenced for this rollout."
+        return f"Alerts about {label} are silenced for rollout #{rollout['id']}; the thread still reports every worker."
 
     @property
     def store(self) -> Store:

@@ -180,3 +180,68 @@ def test_rollback_command_with_nothing_to_roll_back(start_bot, qwen, slack):
     bot = start_bot()
     bot.driver.command("/rollout", "rollback qwen-chat", user="U0ALICE", channel=CHANNEL)
     wait_until(lambda: any("no finished rollout" in r["text"] for r in slack.responses()), message="refusal")
+
+
+def test_abort_limited_to_proposer_and_approvers(start_bot, qwen, vast, slack):
+    vast.world.hang_models.add(NEW_MODEL)
+    bot = start_bot(ROLLCALL_STUCK_MINUTES="0.01", ROLLCALL_APPROVERS="U0BOB")
+    start_rollout(bot)
+    alert = wait_alert(slack, "MODEL_LOADING")
+    for action in ("alert_abort", "alert_rollback", "alert_keep_waiting"):
+        bot.driver.click(alert, action_id=action, user="U0DAVE")
+    wait_until(
+        lambda: len([e for e in slack.ephemerals() if e.get("user") == "U0DAVE" and "may abort" in e["text"]]) == 3,
+        message="three refusals",
+    )
+    bot.driver.command("/rollout", "cancel 1", user="U0DAVE", channel=CHANNEL)
+    wait_until(lambda: any("may abort" in r["text"] for r in slack.responses()), message="cancel refused")
+    assert bot.store.rollout_for_proposal(1)["status"] == "running"
+    assert counters(vast)["cancels"] == 0
+    bot.driver.click(alert, action_id="alert_abort", user="U0ALICE")
+    wait_until(lambda: bot.store.rollout_for_proposal(1)["status"] == "aborted", message="proposer's abort")
+
+
+def test_rollback_clicked_twice_proposes_once(start_bot, qwen, vast, slack):
+    vast.world.fail_models[NEW_MODEL] = "vLLM: CUDA out of memory"
+    bot = start_bot()
+    start_rollout(bot)
+    alert = wait_alert(slack, "went into ERROR")
+    bot.driver.click(alert, action_id="alert_rollback", user="U0ALICE")
+    wait_until(lambda: bot.store.proposal(2), message="the rollback proposal")
+    bot.driver.click(alert, action_id="alert_rollback", user="U0ALICE")
+    wait_until(
+        lambda: any("Rollback proposal #2 for rollout #1 is already open" in e["text"] for e in slack.ephemerals()),
+        message="second click refused",
+    )
+    assert bot.store.proposal(3) is None
+
+
+def test_keep_waiting_on_errors_silences_later_errors(start_bot, vast, slack):
+    vast.world.add_endpoint("qwen-chat", workers=8, model="Qwen/Qwen3-8B", parallel_updates=1)
+    vast.world.fail_models[NEW_MODEL] = "vLLM: CUDA out of memory"
+    bot = start_bot()
+    start_rollout(bot)
+    alert = wait_alert(slack, "went into ERROR")
+    bot.driver.click(alert, action_id="alert_keep_waiting", user="U0BOB")
+    wait_until(lambda: "no more alerts about workers in ERROR" in str(bot.latest(alert)["blocks"]), message="ack")
+    errors_before = sum(1 for w in vast.world.snapshot()["workers"] if w["status"] == "ERROR")
+    wait_until(
+        lambda: sum(1 for w in vast.world.snapshot()["workers"] if w["status"] == "ERROR") > errors_before + 1,
+        timeout=20,
+        message="more workers in ERROR",
+    )
+    wait_until(lambda: bot.store.outbox() == [], message="delivery")
+    assert len([m for m in alerts(slack) if "went into ERROR" in m["text"]]) == 1
+
+
+def test_rollback_command_respects_proposers(start_bot, qwen, vast, slack):
+    vast.world.fail_models[NEW_MODEL] = "vLLM: CUDA out of memory"
+    bot = start_bot(ROLLCALL_PROPOSERS="U0ALICE")
+    proposal = bot.propose(f"qwen-chat MODEL_NAME={NEW_MODEL}")
+    bot.click(proposal, "approve", user="U0BOB")
+    wait_alert(slack, "went into ERROR")
+    bot.driver.command("/rollout", "cancel 1", user="U0ALICE", channel=CHANNEL)
+    wait_until(lambda: bot.store.rollout_for_proposal(1)["status"] == "aborted", message="abort")
+    bot.driver.command("/rollout", "rollback qwen-chat", user="U0DAVE", channel=CHANNEL)
+    wait_until(lambda: any("may propose a rollback" in r["text"] for r in slack.responses()), message="refusal")
+    assert bot.store.proposal(2) is None
