@@ -92,8 +92,10 @@ def validate_env_value(name: str, value: str) -> None:
         raise ProposalInputError(
             f"`{name}` is not a valid environment variable name: use letters, digits and _, not starting with a digit."
         )
-    if any(char in value for char in "\n\r\0"):
+    if any(char in value for char in "\n\r"):
         raise ProposalInputError(f"The value of `{name}` contains a line break; put it on one line.")
+    if "\0" in value:
+        raise ProposalInputError(f"The value of `{name}` contains a NUL character; remove it.")
 
 
 def split_image(text: str) -> tuple[str, str | None]:
@@ -154,6 +156,11 @@ def parse_propose(text: str) -> ProposeRequest:
                 raise ProposalInputError(f"`{value}` is not a valid image tag (letters, digits, `_ . -`).")
             change.tag = value
         elif lowered == "search":
+            if not value.strip():
+                raise ProposalInputError(
+                    "search= is empty. Give the complete new filter, for example "
+                    '`search="gpu_ram>=24 num_gpus=1 verified=True"`; Rollcall does not remove a whole filter.'
+                )
             try:
                 change.search = parse_search(value)
             except TemplateFormatError as error:
@@ -162,6 +169,12 @@ def parse_propose(text: str) -> ProposeRequest:
             reason = value.strip()
         elif key.isupper() or key.startswith("_"):
             validate_env_value(key, value)
+            if key in change.env_set:
+                raise ProposalInputError(f"`{key}` is given twice; keep one value.")
+            if value == "":
+                raise ProposalInputError(
+                    f"`{key}=` has no value. Give a value, or write `-{key}` to remove the variable."
+                )
             change.env_set[key] = value
         else:
             raise ProposalInputError(

@@ -245,7 +245,7 @@ def progress_text(progress: dict[str, Any], rollout: dict[str, Any] | None = Non
     line = f"*Progress:* `{progress_bar(done, total)}` *{done}/{total}* on the new configuration"
     details = (
         f"{progress.get('draining', 0)} draining · {progress.get('updating', 0)} updating · "
-        f"{progress.get('errors', 0)} errors · {progress.get('ready', 0)} ready"
+        f"{progress.get('errors', 0)} in error · {progress.get('ready', 0)} ready (IDLE)"
     )
     phase = (rollout or {}).get("phase")
     if phase and phase != "done":

@@ -8,7 +8,7 @@ from typing import Any
 from bot import render
 from bot.changes import PROPOSE_EXAMPLE, PROPOSE_USAGE, env_variable
 from bot.context import Context
-from bot.errors import UserError
+from bot.errors import UserError, parse_id
 from bot.notify import proposal_key
 from bot.progress import normalize_status
 from bot.templates import format_search, normalize_search
@@ -110,7 +110,7 @@ def status(ctx: Context, endpoint_name: str | None) -> str:
 def history(ctx: Context, argument: str | None) -> str:
     """The last 10 proposals (of one endpoint), or the audit trail of one proposal id."""
     if argument and argument.lstrip("#").isdigit():
-        return audit_trail(ctx, int(argument.lstrip("#")))
+        return audit_trail(ctx, parse_id(argument, "proposal", "`/rollout history ID`"))
     endpoint_id = None
     if argument:
         matches = [ep for ep in ctx.vast.list_endpoints() if str(ep.get("endpoint_name")) == argument]
@@ -144,14 +144,16 @@ def audit_trail(ctx: Context, proposal_id: int) -> str:
     proposal = ctx.store.proposal(proposal_id)
     if proposal is None:
         raise UserError(f"Proposal #{proposal_id} does not exist.")
-    lines = [f"*Proposal #{proposal_id}* ({proposal['status']}): {render.summary(proposal['diff'])}"]
+    entries: list[tuple[float, int, str]] = []
     for entry in ctx.store.audit_trail(proposal_id):
         who = f" by <@{entry['user_id']}>" if entry["user_id"] else ""
         detail = f": {render.escape(entry['detail'])}" if entry["detail"] else ""
-        lines.append(f"• {render.slack_date(entry['at'])} {entry['action']}{who}{detail}")
+        entries.append((entry["at"], len(entries), f"{entry['action']}{who}{detail}"))
     rollout = ctx.store.rollout_for_proposal(proposal_id)
     if rollout:
         for entry in ctx.store.journal_entries(rollout["id"]):
             detail = f": {render.escape(entry['detail'])}" if entry["detail"] else ""
-            lines.append(f"• {render.slack_date(entry['at'])} rollout #{rollout['id']} {entry['step']}{detail}")
+            entries.append((entry["at"], len(entries), f"rollout #{rollout['id']} {entry['step']}{detail}"))
+    lines = [f"*Proposal #{proposal_id}* ({proposal['status']}): {render.summary(proposal['diff'])}"]
+    lines += [f"• {render.slack_date(at)} {text}" for at, _, text in sorted(entries)]
     return "\n".join(lines)

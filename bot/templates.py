@@ -131,6 +131,8 @@ def parse_search(text: str) -> dict[str, dict[str, object]]:
         for symbol, operator in [*_OPERATORS, ("=", "eq")]:
             name, found, value = token.partition(symbol)
             if found and name and _FIELD.match(name):
+                if not value or value[0] in "<>=!":
+                    raise TemplateFormatError(f"search term {token!r} has no value after {symbol}")
                 query.setdefault(name, {})[operator] = _parse_value(value)
                 break
         else:

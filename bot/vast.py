@@ -53,6 +53,9 @@ def _error_detail(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         text = response.text.strip()
+        if text.startswith("<") or "html" in response.headers.get("content-type", ""):
+            # A proxy's error page (nginx and the like) says nothing more than its status.
+            return f"{response.status_code} {response.reason_phrase}".strip()
         return text[:300] or response.reason_phrase
     if isinstance(body, dict):
         for key in ("msg", "message", "error_msg", "detail", "error"):

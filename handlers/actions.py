@@ -10,7 +10,7 @@ from slack_bolt import Ack, App
 
 from bot import forms
 from bot.app import Rollcall
-from bot.errors import UserError
+from bot.errors import UserError, parse_id
 from handlers.common import reply_errors
 
 logger = logging.getLogger(__name__)
@@ -18,10 +18,7 @@ logger = logging.getLogger(__name__)
 
 def proposal_id_of(action: dict[str, Any]) -> int:
     """Read the proposal id that a button carries as its value."""
-    try:
-        return int(action.get("value") or "")
-    except ValueError:
-        raise UserError("This button carries no valid proposal id; use `/rollout history` to find it.") from None
+    return parse_id(str(action.get("value") or ""), "proposal", "`/rollout history` to find the proposal")
 
 
 def ephemeral(client: Any, body: dict[str, Any]) -> Callable[[str], None]:

@@ -10,7 +10,7 @@ from slack_bolt import Ack, App, Respond
 from bot import forms, reports
 from bot.app import Rollcall
 from bot.changes import PROPOSE_EXAMPLE, PROPOSE_USAGE, ProposalInputError, parse_propose
-from bot.errors import UserError
+from bot.errors import UserError, parse_id
 from handlers.common import reply_errors
 
 logger = logging.getLogger(__name__)
@@ -88,13 +88,8 @@ def _usage() -> str:
 
 
 def cancel(rollcall: Rollcall, argument: str, user_id: str) -> str:
-    number = argument.lstrip("#")
-    if not number.isdigit():
-        raise UserError(
-            f"`{argument or '(nothing)'}` is not a proposal id; use `/rollout cancel ID`, "
-            "for example `/rollout cancel 12`."
-        )
-    return rollcall.cancel(int(number), user_id)
+    proposal_id = parse_id(argument, "proposal", "`/rollout cancel ID`, for example `/rollout cancel 12`")
+    return rollcall.cancel(proposal_id, user_id)
 
 
 def rollback(rollcall: Rollcall, argument: str, user_id: str, channel_id: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from collections.abc import Iterable
@@ -25,6 +26,23 @@ class _QuietHandler(WSGIRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
 
+def _plausible(environ: dict[str, Any]) -> bool:
+    """Check the timestamp header and the body's encoding, keeping the body readable for bolt."""
+    if not str(environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", "")).isdigit():
+        return False
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return False
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def wsgi_app(app: App) -> Any:
     """Wrap the bolt App as a WSGI application that also answers `GET /healthz`."""
     slack = SlackRequestHandler(app, path="/slack/events")
@@ -33,6 +51,12 @@ def wsgi_app(app: App) -> Any:
         if environ.get("PATH_INFO") == "/healthz" and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"ok\n"]
+        if environ.get("REQUEST_METHOD") == "POST" and not _plausible(environ):
+            # Bolt 1.30 logs a traceback and answers 500 for a non-numeric timestamp header or a
+            # body that is not UTF-8. Such a request is not from Slack: 401 and one log line.
+            logger.warning("Rejected a malformed request to %s", environ.get("PATH_INFO"))
+            start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"invalid request\n"]
         return slack(environ, start_response)
 
     return application

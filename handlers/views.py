@@ -9,7 +9,7 @@ from slack_bolt import Ack, App
 
 from bot import forms
 from bot.app import Rollcall
-from bot.errors import UserError
+from bot.errors import MAX_ID, UserError
 from bot.vast import VastError
 from handlers.common import UNEXPECTED, reply_errors
 
@@ -53,12 +53,14 @@ def register(app: App, rollcall: Rollcall) -> None:
         reason = forms.reason_from(view["state"]["values"])
 
         def reply(message: str) -> None:
-            proposal = rollcall.store.proposal(int(proposal_id)) if proposal_id else None
+            proposal = None
+            if isinstance(proposal_id, int) and 0 < proposal_id < MAX_ID:
+                proposal = rollcall.store.proposal(proposal_id)
             channel = proposal["channel_id"] if proposal else user
             client.chat_postEphemeral(channel=channel, user=user, text=message)
 
         def work() -> None:
-            if not isinstance(proposal_id, int):
+            if not isinstance(proposal_id, int) or not 0 < proposal_id < MAX_ID:
                 raise UserError("This form does not name a proposal; use the Reject button on the proposal.")
             rollcall.proposals.reject(proposal_id, user, reason)
 

@@ -78,3 +78,24 @@ def test_healthz_answers(start_bot):
 
     bot = start_bot()
     assert httpx.get(f"http://127.0.0.1:{bot.server.port}/healthz").status_code == 200
+
+
+def test_malformed_requests_get_400(start_bot):
+    import httpx
+
+    bot = start_bot()
+    url = f"http://127.0.0.1:{bot.server.port}/slack/events"
+    bad_timestamp = httpx.post(
+        url, content=b"command=/rollout", headers={"X-Slack-Request-Timestamp": "soon", "X-Slack-Signature": "v0=00"}
+    )
+    assert bad_timestamp.status_code == 401
+    not_utf8 = httpx.post(
+        url, content=b"\xff\xfe\xfd", headers={"X-Slack-Request-Timestamp": "1", "X-Slack-Signature": "v0=00"}
+    )
+    assert not_utf8.status_code == 401
+
+
+def test_huge_ids_are_not_found(start_bot, qwen, slack):
+    bot = start_bot()
+    bot.driver.command("/rollout", "history 12345678901234567890123", user="U0ALICE", channel=CHANNEL)
+    wait_until(lambda: any("does not exist" in r["text"] for r in slack.responses()), message="the reply")

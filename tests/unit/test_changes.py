@@ -110,3 +110,19 @@ def test_diff_templates_lists_each_change():
 def test_diff_templates_same_value_is_no_change():
     same = apply_change(TEMPLATE, Change(env_set={"MODEL_NAME": "Qwen/Qwen3-8B"}))
     assert diff_templates(TEMPLATE, same, "gpu_ram>=24", {"gpu_ram": {"gte": 24}}) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('qwen-chat search="gpu_ram>=>24"', "has no value after >="),
+        ('qwen-chat search="num_gpus=="', "has no value after =="),
+        ('qwen-chat search=""', "search= is empty"),
+        ("qwen-chat MODEL_NAME=", "`MODEL_NAME=` has no value"),
+        ("qwen-chat MODEL_NAME=a MODEL_NAME=b", "`MODEL_NAME` is given twice"),
+        ("qwen-chat 'MODEL_NAME=a\0b'", "contains a NUL character"),
+    ],
+)
+def test_parse_propose_rejects_unclear_values(text, message):
+    with pytest.raises(ProposalInputError, match=message):
+        parse_propose(text)
