@@ -16,7 +16,7 @@ from bot.alerts import Alerts
 from bot.context import Context
 from bot.errors import UserError
 from bot.notify import refresh_proposal, thread_post
-from bot.progress import advance, normalize_status, workers_to_check
+from bot.progress import advance, workers_to_check
 from bot.templates import format_search, normalize_search
 from bot.vast import VastError, VastUnavailable, VastWorkersLoading
 
@@ -263,16 +263,35 @@ class RolloutEngine:
         )
 
     def _record_ready_before(self, rollout_id: int) -> None:
-        """Remember how many workers were ready before step 2, for the capacity alert."""
+        """Record the workers as they were before step 2.
+
+        The ready count feeds the capacity alert. The rows are the first poll's baseline, so it
+        looks up only the workers that changed since, instead of every worker of the group. The
+        instance look-ups for the baseline happen here, before Vast starts updating, because at
+        Vast's rate limit they take 2 s per 100 workers. They find the workers that already run
+        the target template, as they do in a rollback.
+        """
         rollout = self.ctx.store.rollout(rollout_id)
         assert rollout is not None
+        template_changed = rollout["new_template_hash"] != rollout["old_template_hash"]
         try:
             workers = self.ctx.vast.workergroup_workers(rollout["workergroup_id"])
+            settled = workers_to_check(workers, {})
+            instances = self._instances(settled) if template_changed and settled else {}
         except VastError as error:
-            logger.warning("Could not count ready workers before rollout %s: %s", rollout_id, error)
+            logger.warning("Could not read the workers before rollout %s: %s", rollout_id, error)
             return
-        ready = sum(1 for worker in workers if normalize_status(worker.get("status")) == "IDLE")
-        self.ctx.store.update_rollout(rollout_id, ready_before=ready)
+        baseline = advance(
+            workers,
+            {},
+            instances,
+            new_hash=rollout["new_template_hash"],
+            template_changed=template_changed,
+            now=self.ctx.clock(),
+        )
+        with self.ctx.store.batch() as batch:
+            batch.save_workers(rollout_id, baseline.rows)
+            batch.update_rollout(rollout_id, ready_before=baseline.progress.ready)
 
     # Polling --------------------------------------------------------------------------------
 
@@ -328,7 +347,7 @@ class RolloutEngine:
         template_changed = rollout["new_template_hash"] != rollout["old_template_hash"]
         instances: dict[int, dict[str, Any]] = {}
         if template_changed:
-            wanted = workers_to_check(workers, previous)
+            wanted = workers_to_check(workers, previous, rollout["triggered_at"])
             if wanted:
                 instances = self._instances(wanted)
         now = self.ctx.clock()
@@ -339,6 +358,7 @@ class RolloutEngine:
             new_hash=rollout["new_template_hash"],
             template_changed=template_changed,
             now=now,
+            triggered_at=rollout["triggered_at"],
         )
         progress = result.progress.to_dict()
         changed = progress != rollout.get("progress")

@@ -130,3 +130,38 @@ def test_confirmed_worker_is_not_checked_again():
 def test_lower_case_statuses_are_understood():
     result = run([worker(1, "update_rebooting"), worker(2, "idle", reqs=1)], instances={2: {"template_hash_id": OLD}})
     assert (result.progress.updating, result.progress.draining) == (1, 1)
+
+
+def test_worker_seen_updating_after_trigger_needs_no_lookup():
+    before = rows_by_id(run([worker(1, "IDLE", loaded_at=100.0)], instances={1: {"template_hash_id": OLD}}, now=5.0))
+    updating = rows_by_id(
+        advance(
+            [worker(1, "UPDATE_REBOOTING")],
+            before,
+            {},
+            new_hash=NEW,
+            template_changed=True,
+            now=20.0,
+            triggered_at=10.0,
+        )
+    )
+    settled = [worker(1, "IDLE", loaded_at=300.0)]
+    assert workers_to_check(settled, updating, triggered_at=10.0) == []
+    result = advance(settled, updating, {}, new_hash=NEW, template_changed=True, now=30.0, triggered_at=10.0)
+    assert result.progress.rejoined == 1
+
+
+def test_worker_updating_before_trigger_still_checked():
+    updating = rows_by_id(run([worker(1, "UPDATE_REBOOTING")], now=5.0))
+    settled = [worker(1, "IDLE", loaded_at=300.0)]
+    assert workers_to_check(settled, updating, triggered_at=10.0) == [1]
+    result = advance(
+        settled,
+        updating,
+        {1: {"template_hash_id": OLD}},
+        new_hash=NEW,
+        template_changed=True,
+        now=30.0,
+        triggered_at=10.0,
+    )
+    assert result.progress.rejoined == 0
