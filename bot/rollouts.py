@@ -161,6 +161,7 @@ class RolloutEngine:
         return None
 
     def _save_template(self, rollout: dict[str, Any], proposal: dict[str, Any]) -> None:
+        """Run step 1: save the new template version, or find the one a crashed run saved."""
         rollout_id = rollout["id"]
         steps = {entry["step"] for entry in self.ctx.store.journal_entries(rollout_id)}
         target = dict(proposal["target_template"])
@@ -172,6 +173,7 @@ class RolloutEngine:
                 self.ctx.store.journal(rollout_id, "template found after restart", str(saved.get("hash_id")))
         else:
             self._drift_before_start(rollout, proposal)
+
         if saved is None:
             if proposal["kind"] == "rollback":
                 saved = self.ctx.vast.find_template(str(target.get("hash_id")))
@@ -184,6 +186,7 @@ class RolloutEngine:
                 if proposal["base_template_id"] is not None:
                     body["id"] = proposal["base_template_id"]
                 saved = self.ctx.vast.save_template(body)
+
         new_hash, new_id = str(saved["hash_id"]), saved.get("id")
         if proposal["kind"] == "rollback":
             text = (
@@ -192,6 +195,7 @@ class RolloutEngine:
             )
         else:
             text = f"Step 1 of 2: saved the new template version {render.code(new_hash)} (id {new_id})."
+
         with self.ctx.store.batch() as batch:
             batch.update_rollout(rollout_id, new_template_hash=new_hash, new_template_id=new_id, phase="pointing_group")
             batch.journal(rollout_id, "template saved", f"{new_hash} (id {new_id})")
@@ -212,6 +216,7 @@ class RolloutEngine:
         return None
 
     def _point_group(self, rollout: dict[str, Any], proposal: dict[str, Any]) -> None:
+        """Run step 2: point the worker group at the new template, unless a crashed run did."""
         rollout_id = rollout["id"]
         steps = {entry["step"] for entry in self.ctx.store.journal_entries(rollout_id)}
         target_search = normalize_search(rollout["new_search"])
@@ -228,6 +233,7 @@ class RolloutEngine:
         elif rollout["new_template_hash"] == proposal["base_template_hash"]:
             # A search-filter-only change has no step 1, so the drift check happens here.
             self._drift_before_start(rollout, proposal)
+
         if not already:
             self._record_ready_before(rollout_id)
             self.ctx.store.journal(rollout_id, "group update requested")
@@ -238,6 +244,7 @@ class RolloutEngine:
                 template_id=rollout["new_template_id"],
                 search_params=format_search(target_search),
             )
+
         now = self.ctx.clock()
         search_note = ""
         if target_search != normalize_search(rollout["old_search"]):
