@@ -94,7 +94,7 @@ class Alerts:
         if running:
             choices = (
                 "*Abort* stops Vast's rolling update, *Roll back* aborts it and proposes a return to the "
-                "previous template, *Keep waiting* silences this alert."
+                "previous template, *Keep waiting* silences alerts of this kind for the rollout."
             )
         else:
             choices = "*Roll back* proposes a return to the previous template."
