@@ -61,6 +61,6 @@ def thread_post(
 
 
 def people(ctx: Context, proposal: dict[str, Any]) -> list[str]:
-    """The proposer and the approvers, who are mentioned in alerts."""
+    """Return the proposer and the approvers, who are mentioned in alerts."""
     approvers = [row["user_id"] for row in ctx.store.decisions(proposal["id"], "approve")]
     return [proposal["proposer_id"], *approvers]

@@ -1,4 +1,4 @@
-"""Where each worker is in a rolling update, worked out from Vast's worker list.
+"""Worker phases in a rolling update, worked out from Vast's worker list.
 
 Vast reports a status token per worker; Rollcall turns it into one of these phases:
 
@@ -112,7 +112,7 @@ class Transition:
 
 @dataclass
 class PollResult:
-    """What one poll found: rows to store, transitions to report and the new counts."""
+    """The result of one poll: rows to store, transitions to report and the new counts."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
@@ -126,7 +126,7 @@ def updated_in_rollout(known: dict[str, Any] | None, triggered_at: float | None)
     Such a worker reboots into the template that the group points at, so once it is settled
     again it runs the new configuration without an instance look-up.
     NOTE: a change to the group made outside Rollcall during the rollout would go unnoticed for
-    these workers; the paged look-ups would otherwise cost 2 s per 100 workers at Vast's rate limit.
+    these workers. Looking them up would cost 2 s per 100 workers at Vast's rate limit.
     """
     since = (known or {}).get("updating_since")
     return triggered_at is not None and since is not None and since >= triggered_at

@@ -39,11 +39,11 @@ class VastError(Exception):
 
 
 class VastUnavailable(VastError):
-    """Vast kept answering 429/5xx or could not be reached after every retry."""
+    """Vast kept returning 429/5xx or could not be reached after every retry."""
 
 
 class VastWorkersLoading(VastError):
-    """The router answered `{"error_msg": ...}` instead of a worker list, as it does while an
+    """The router returned `{"error_msg": ...}` instead of a worker list, as it does while an
     endpoint's workers load; the caller should try again later rather than read it as zero workers.
     """
 
@@ -54,7 +54,7 @@ def _error_detail(response: httpx.Response) -> str:
     except ValueError:
         text = response.text.strip()
         if text.startswith("<") or "html" in response.headers.get("content-type", ""):
-            # A proxy's error page (nginx and the like) says nothing more than its status.
+            # A proxy's error page (nginx and the like) carries nothing more than its status.
             return f"{response.status_code} {response.reason_phrase}".strip()
         return text[:300] or response.reason_phrase
     if isinstance(body, dict):
@@ -184,7 +184,7 @@ class VastClient:
     @staticmethod
     def _check_success(route: str, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
-            raise VastError(route, f"unexpected answer {str(data)[:200]!r}")
+            raise VastError(route, f"unexpected response {str(data)[:200]!r}")
         if data.get("success") is False:
             raise VastError(route, str(data.get("msg") or data.get("error") or "success: false"))
         return data
@@ -319,7 +319,7 @@ class VastClient:
         route = "POST /update_workers/"
         data = self._router("/update_workers/", body)
         if not isinstance(data, dict):
-            raise VastError(route, f"unexpected answer {str(data)[:200]!r}")
+            raise VastError(route, f"unexpected response {str(data)[:200]!r}")
         if data.get("success") is False:
             raise VastError(route, str(data.get("error_msg") or data.get("msg") or "success: false"))
         return data
@@ -341,7 +341,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _saved_template(route: str, data: Any, sent: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise VastError(route, f"unexpected answer {str(data)[:200]!r}")
+        raise VastError(route, f"unexpected response {str(data)[:200]!r}")
     message = str(data.get("msg") or "")
     template: dict[str, Any] = data["template"] if isinstance(data.get("template"), dict) else {}
     existing = "Existing Template Found" in message
@@ -352,7 +352,7 @@ def _saved_template(route: str, data: Any, sent: dict[str, Any]) -> dict[str, An
     if data.get("hash_id") and not template.get("hash_id"):
         saved["hash_id"] = data["hash_id"]
     if not saved.get("hash_id"):
-        raise VastError(route, f"the answer has no template hash_id ({message or 'no message'})")
+        raise VastError(route, f"the response has no template hash_id ({message or 'no message'})")
     if existing and not template.get("id"):
         found = re.search(r"Existing Template Found: (\d+)", message)
         if found:

@@ -25,7 +25,7 @@ def reply_errors(action: str, reply: Callable[[str], Any], work: Callable[[], st
     try:
         message = work()
     except UserError as error:
-        logger.info("%s refused: %s", action, error)
+        logger.info("%s rejected: %s", action, error)
         message = str(error)
     except VastError as error:
         logger.warning("%s failed on the Vast API: %s", action, error)
