@@ -1,7 +1,7 @@
 """HTTP client for the parts of Vast's console and serverless router APIs that Rollcall uses.
 
 Console calls go to `VAST_API_URL` (console.vast.ai), router calls to `VAST_ROUTER_URL`
-(run.vast.ai). Vast limits each route to about one call per 2 s and answers 429 with a plain
+(run.vast.ai). Vast limits each route to about one call per 2 s and returns 429 with a plain
 text body and usually no Retry-After, so the client spaces calls per route and retries 429,
 502/503/504, timeouts and connection errors with backoff before it gives up.
 """
