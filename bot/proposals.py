@@ -16,14 +16,12 @@ from bot.changes import (
     diff_templates,
 )
 from bot.context import Context
+from bot.drift import drift, group_search
 from bot.errors import UserError
 from bot.notify import proposal_key, proposal_message_for, refresh_proposal
 from bot.policy import allowed, describe
-from bot.templates import format_search, normalize_search
 
 logger = logging.getLogger(__name__)
-
-OPEN = ("pending",)
 
 
 def _usage() -> str:
@@ -121,7 +119,7 @@ class Proposals:
             raise UserError(
                 f"The template `{render.escape(base_hash)}` of worker group {group['id']} was not found in Vast."
             )
-        base_search = normalize_search(group.get("search_query", group.get("search_params")))
+        base_search = group_search(group)
 
         if base_override is not None:
             target_hash, _target_id, target_search = base_override
@@ -155,7 +153,7 @@ class Proposals:
             base_template_hash=base_hash,
             base_template_id=template.get("id"),
             base_search=base_search,
-            target_template=_template_fields(target_template),
+            target_template=dict(target_template),
             target_search=target_search,
             diff=[_diff_dict(line) for line in diff],
             approvals_required=required,
@@ -323,38 +321,13 @@ class Proposals:
 
     # Drift ----------------------------------------------------------------------------------
 
-    def live_group(self, workergroup_id: int) -> dict[str, Any] | None:
-        for group in self.ctx.vast.list_workergroups():
-            if int(group["id"]) == workergroup_id:
-                return group
-        return None
-
-    def drift(self, proposal: dict[str, Any]) -> list[str]:
-        """Describe how the live worker group differs from the proposal's base; empty if not."""
-        group = self.live_group(proposal["workergroup_id"])
-        if group is None:
-            return [f"worker group {proposal['workergroup_id']} no longer exists"]
-        changes = []
-        live_hash = str(group.get("template_hash") or "")
-        if live_hash != proposal["base_template_hash"]:
-            changes.append(
-                f"template: recorded {render.code(proposal['base_template_hash'])}, live {render.code(live_hash)}"
-            )
-        live_search = normalize_search(group.get("search_query", group.get("search_params")))
-        if live_search != normalize_search(proposal["base_search"]):
-            changes.append(
-                f"search filter: recorded {render.code(format_search(normalize_search(proposal['base_search'])))}, "
-                f"live {render.code(format_search(live_search))}"
-            )
-        return changes
-
     def check_drift(self, proposal: dict[str, Any]) -> None:
         """Invalidate the proposal when the worker group changed since it was made.
 
         Raises:
             UserError: when the proposal was invalidated.
         """
-        changes = self.drift(proposal)
+        changes = drift(self.ctx.vast, proposal)
         if changes:
             self.invalidate(proposal, "the worker group changed since the proposal was made: " + "; ".join(changes))
             raise UserError(
@@ -375,10 +348,6 @@ class Proposals:
             self.ctx.jobs.cancel(f"expire-{proposal['id']}")
             refresh_proposal(self.ctx, proposal["id"])
         return moved
-
-
-def _template_fields(template: dict[str, Any]) -> dict[str, Any]:
-    return dict(template)
 
 
 def _diff_dict(line: Any) -> dict[str, Any]:

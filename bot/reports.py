@@ -8,10 +8,11 @@ from typing import Any
 from bot import render
 from bot.changes import PROPOSE_EXAMPLE, PROPOSE_USAGE, env_variable
 from bot.context import Context
+from bot.drift import group_search
 from bot.errors import UserError, parse_id
 from bot.notify import proposal_key
 from bot.progress import normalize_status
-from bot.templates import format_search, normalize_search
+from bot.templates import format_search
 from bot.vast import VastWorkersLoading
 
 HELP = f"""*Rollcall* proposes, approves and follows zero-downtime updates of Vast serverless endpoints.
@@ -30,7 +31,7 @@ def _group_line(ctx: Context, group: dict[str, Any]) -> str:
     template = ctx.vast.find_template(str(group.get("template_hash") or "")) or {}
     model = env_variable(template, "MODEL_NAME")
     image = f"{template.get('image') or '?'}:{template.get('tag') or 'latest'}"
-    search = format_search(normalize_search(group.get("search_query", group.get("search_params"))))
+    search = format_search(group_search(group))
     return (
         f"group {group['id']}: model {render.code(model)}, image {render.code(image)}, "
         f"search {render.code(search or '(none)')}, template {render.code(group.get('template_hash'))}"

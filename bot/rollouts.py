@@ -14,6 +14,7 @@ from typing import Any
 from bot import render
 from bot.alerts import Alerts
 from bot.context import Context
+from bot.drift import drift, group_search, live_group
 from bot.errors import UserError
 from bot.notify import refresh_proposal, thread_post
 from bot.progress import advance, workers_to_check
@@ -142,23 +143,13 @@ class RolloutEngine:
                 return
             self.schedule_poll(rollout_id)
 
-    def _drift_before_start(self, rollout: dict[str, Any], proposal: dict[str, Any]) -> None:
-        group = self._live_group(rollout["workergroup_id"])
-        if group is None:
-            raise UserError(f"worker group {rollout['workergroup_id']} no longer exists")
-        live_hash = str(group.get("template_hash") or "")
-        live_search = normalize_search(group.get("search_query", group.get("search_params")))
-        if live_hash != proposal["base_template_hash"] or live_search != normalize_search(proposal["base_search"]):
+    def _drift_before_start(self, proposal: dict[str, Any]) -> None:
+        changes = drift(self.ctx.vast, proposal)
+        if changes:
             raise UserError(
-                f"the worker group changed since the proposal was made (template {live_hash}, "
-                f"search {format_search(live_search)!r}); nothing was changed in Vast"
+                f"the worker group changed since the proposal was made ({'; '.join(changes)}); "
+                "nothing was changed in Vast"
             )
-
-    def _live_group(self, workergroup_id: int) -> dict[str, Any] | None:
-        for group in self.ctx.vast.list_workergroups():
-            if int(group["id"]) == workergroup_id:
-                return group
-        return None
 
     def _save_template(self, rollout: dict[str, Any], proposal: dict[str, Any]) -> None:
         """Run step 1: save the new template version, or find the one a crashed run saved."""
@@ -172,7 +163,7 @@ class RolloutEngine:
             if saved:
                 self.ctx.store.journal(rollout_id, "template found after restart", str(saved.get("hash_id")))
         else:
-            self._drift_before_start(rollout, proposal)
+            self._drift_before_start(proposal)
 
         if saved is None:
             if proposal["kind"] == "rollback":
@@ -222,17 +213,17 @@ class RolloutEngine:
         target_search = normalize_search(rollout["new_search"])
         already = False
         if "group update requested" in steps:
-            group = self._live_group(rollout["workergroup_id"])
+            group = live_group(self.ctx.vast, rollout["workergroup_id"])
             if (
                 group
                 and str(group.get("template_hash")) == rollout["new_template_hash"]
-                and normalize_search(group.get("search_query", group.get("search_params"))) == target_search
+                and group_search(group) == target_search
             ):
                 already = True
                 self.ctx.store.journal(rollout_id, "group already updated before restart")
         elif rollout["new_template_hash"] == proposal["base_template_hash"]:
             # A search-filter-only change has no step 1, so the drift check happens here.
-            self._drift_before_start(rollout, proposal)
+            self._drift_before_start(proposal)
 
         if not already:
             self._record_ready_before(rollout_id)
