@@ -1,4 +1,4 @@
-"""What a proposal changes: parsing `/rollout propose` arguments and diffing templates."""
+"""Proposal changes: parsing `/rollout propose` arguments and diffing templates."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ _SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "
 
 
 class ProposalInputError(ValueError):
-    """The text of a proposal cannot be used; the message says what to fix."""
+    """The text of a proposal cannot be used; the message names the fix."""
 
 
 @dataclass

@@ -19,7 +19,7 @@ def parse_id(text: str, what: str, usage: str) -> int:
 
 
 class UserError(Exception):
-    """A request that cannot be carried out; the message says why and what to do instead.
+    """A request that cannot be carried out; the message explains why and what to do instead.
 
     Handlers show it as an ephemeral message, so it must not contain secrets or tracebacks.
     """

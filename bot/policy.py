@@ -1,4 +1,4 @@
-"""Who may propose and who may approve, from lists of Slack user ids and user group ids."""
+"""Permission checks for proposing and approving, from lists of Slack user ids and user group ids."""
 
 from __future__ import annotations
 

@@ -213,7 +213,12 @@ def advance(
         known = previous.get(worker_id)
         # A worker first seen on the first poll keeps its loaded_at as the baseline; one that
         # joined later has none, so any loaded_at counts as a reload.
-        baseline = known["baseline_loaded_at"] if known else (loaded_at if first_poll else None)
+        if known:
+            baseline = known["baseline_loaded_at"]
+        elif first_poll:
+            baseline = loaded_at
+        else:
+            baseline = None
         on_new = bool(known and known["on_new"])
         if not on_new and status in SETTLED_STATUSES and template_changed and updated_in_rollout(known, triggered_at):
             on_new = True

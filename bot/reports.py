@@ -1,4 +1,4 @@
-"""Read-only answers: `/rollout status`, `list`, `history` and `help`."""
+"""Read-only replies: `/rollout status`, `list`, `history` and `help`."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def _open_items(ctx: Context, workergroup_id: int) -> list[str]:
 
 
 def endpoint_list(ctx: Context) -> str:
-    """Every endpoint with its worker groups, current model and image, and open proposals."""
+    """List every endpoint with its worker groups, current model and image, and open proposals."""
     endpoints = ctx.vast.list_endpoints()
     groups = ctx.vast.list_workergroups()
     if not endpoints:
@@ -109,7 +109,7 @@ def status(ctx: Context, endpoint_name: str | None) -> str:
 
 
 def history(ctx: Context, argument: str | None) -> str:
-    """The last 10 proposals (of one endpoint), or the audit trail of one proposal id."""
+    """List the last 10 proposals (of one endpoint), or the audit trail of one proposal id."""
     if argument and argument.lstrip("#").isdigit():
         return audit_trail(ctx, parse_id(argument, "proposal", "`/rollout history ID`"))
     endpoint_id = None

@@ -2,8 +2,8 @@
 
 Console calls go to `VAST_API_URL` (console.vast.ai), router calls to `VAST_ROUTER_URL`
 (run.vast.ai). Vast limits each route to about one call per 2 s and returns 429 with a plain
-text body and usually no Retry-After, so the client spaces calls per route and retries 429,
-502/503/504, timeouts and connection errors with backoff before it gives up.
+text body and usually no Retry-After. The client therefore spaces calls per route, and it retries
+429, 502/503/504, timeouts and connection errors with backoff before it gives up.
 """
 
 from __future__ import annotations
@@ -221,8 +221,8 @@ class VastClient:
     def save_template(self, template: dict[str, Any]) -> dict[str, Any]:
         """Save a new version of a template with `PUT /api/v1/template/` (full template).
 
-        Vast answers with a new `hash_id`, and a new `id` when the old version is in use. When
-        identical content already exists it answers "Existing Template Found", which is success.
+        Vast returns a new `hash_id`, and a new `id` when the old version is in use. When
+        identical content already exists it returns "Existing Template Found", which is success.
 
         Returns:
             The saved template, with at least `hash_id` and `id`.
@@ -301,7 +301,7 @@ class VastClient:
         """Return the live workers of a worker group (`POST /get_workergroup_workers/`).
 
         Raises:
-            VastWorkersLoading: Vast answered `{"error_msg": ...}`, as it does while workers load.
+            VastWorkersLoading: Vast returned `{"error_msg": ...}`, as it does while workers load.
         """
         return _worker_list(
             "POST /get_workergroup_workers/", self._router("/get_workergroup_workers/", {"id": workergroup_id})
@@ -348,7 +348,7 @@ def _saved_template(route: str, data: Any, sent: dict[str, Any]) -> dict[str, An
     if data.get("success") is False and not existing:
         raise VastError(route, message or str(data.get("error") or "success: false"))
     saved = {**sent, **template}
-    # "No Edits made" answers carry the hash at the top level only.
+    # "No Edits made" responses carry the hash at the top level only.
     if data.get("hash_id") and not template.get("hash_id"):
         saved["hash_id"] = data["hash_id"]
     if not saved.get("hash_id"):

@@ -44,7 +44,7 @@ def _plausible(environ: dict[str, Any]) -> bool:
 
 
 def wsgi_app(app: App) -> Any:
-    """Wrap the bolt App as a WSGI application that also answers `GET /healthz`."""
+    """Wrap the bolt App as a WSGI application that also serves `GET /healthz`."""
     slack = SlackRequestHandler(app, path="/slack/events")
 
     def application(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -52,7 +52,7 @@ def wsgi_app(app: App) -> Any:
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"ok\n"]
         if environ.get("REQUEST_METHOD") == "POST" and not _plausible(environ):
-            # Bolt 1.30 logs a traceback and answers 500 for a non-numeric timestamp header or a
+            # Bolt 1.30 logs a traceback and returns 500 for a non-numeric timestamp header or a
             # body that is not UTF-8. Such a request is not from Slack: 401 and one log line.
             logger.warning("Rejected a malformed request to %s", environ.get("PATH_INFO"))
             start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8")])

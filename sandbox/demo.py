@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def bot_environment(vast_url: str, slack_api_url: str, db_path: str, port: int, poll_seconds: float) -> dict[str, str]:
-    """The environment for a bot process that talks to the sandbox servers only."""
+    """Build the environment for a bot process that talks to the sandbox servers only."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SLACK_", "VAST_", "ROLLCALL_"))}
     env.update(
         {
@@ -73,7 +73,7 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 30
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"the bot did not answer {url} within {timeout:.0f} s")
+    raise RuntimeError(f"the bot did not respond on {url} within {timeout:.0f} s")
 
 
 _USER = re.compile(r"<@(U[A-Z0-9]+)>")

@@ -60,7 +60,8 @@ def test_hung_model_one_stuck_alert_per_worker(start_bot, qwen, vast, slack):
     )
     assert set(stuck) == hung
     assert all(count == 1 for count in stuck.values())
-    assert "<@U0ALICE>" in alerts(slack)[0]["text"] and "<@U0BOB>" in alerts(slack)[0]["text"]
+    assert "<@U0ALICE>" in alerts(slack)[0]["text"]
+    assert "<@U0BOB>" in alerts(slack)[0]["text"]
     assert {"Abort", "Roll back", "Keep waiting"} <= {
         element["text"]["text"] for element in alerts(slack)[0]["blocks"][-1]["elements"]
     }

@@ -18,7 +18,8 @@ def test_error_worker_raises_alert(start_bot, qwen, vast, slack):
         timeout=30,
         message="an alert",
     )
-    assert "<@U0ALICE>" in alert["text"] and "<@U0BOB>" in alert["text"]
+    assert "<@U0ALICE>" in alert["text"]
+    assert "<@U0BOB>" in alert["text"]
     assert "went into ERROR" in alert["text"]
     assert "qwen-chat" in alert["text"]
     assert FAILURE in alert["text"]

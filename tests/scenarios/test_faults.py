@@ -45,7 +45,8 @@ def test_slack_outage_keeps_full_transcript_in_order(start_bot, qwen, vast, slac
         assert texts.count(f"worker {worker_id} rejoined") == 1
     assert "8/8" in str(bot.latest(proposal)["blocks"])
     statuses = Counter(call["status"] for call in slack.calls("chat.postMessage"))
-    assert statuses[429] == 3 and statuses[500] == 2
+    assert statuses[429] == 3
+    assert statuses[500] == 2
 
 
 def test_permanent_slack_error_reported_to_alert_channel(start_bot, qwen, slack):

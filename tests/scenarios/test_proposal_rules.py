@@ -261,11 +261,15 @@ def test_list_and_history(start_bot, qwen):
     bot = start_bot()
     proposal = bot.propose("qwen-chat MODEL_NAME=Qwen/Qwen3-14B")
     listing = command_reply(bot, "list")
-    assert "qwen-chat" in listing and "Qwen/Qwen3-8B" in listing and "pending: proposal #1" in listing
+    assert "qwen-chat" in listing
+    assert "Qwen/Qwen3-8B" in listing
+    assert "pending: proposal #1" in listing
     bot.click(proposal, "approve", user="U0BOB")
     wait_until(lambda: bot.store.proposal(1)["status"] == "completed", timeout=30, message="completion")
     history = command_reply(bot, "history qwen-chat")
-    assert "#1 qwen-chat" in history and "*completed*" in history and "approved by <@U0BOB>" in history
+    assert "#1 qwen-chat" in history
+    assert "*completed*" in history
+    assert "approved by <@U0BOB>" in history
     assert "took" in history
     trail = command_reply(bot, "history 1")
     for step in (

@@ -36,6 +36,7 @@ def test_rollout_completes_after_teammate_approval(start_bot, qwen, vast, slack)
     text = "\n".join(reply["text"] for reply in replies)
     for worker in workers:
         assert f"worker {worker['id']} rejoined" in text
-    assert "Step 1 of 2" in text and "Step 2 of 2" in text
+    assert "Step 1 of 2" in text
+    assert "Step 2 of 2" in text
     assert replies[-1]["reply_broadcast"]
     assert "complete" in replies[-1]["text"]

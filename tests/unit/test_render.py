@@ -56,7 +56,8 @@ def test_pending_proposal_shows_diff_approvals_and_buttons():
     assert "`Qwen/Qwen3-8B` → `Qwen/Qwen3-14B`" in body
     assert "`--max-model-len`: `8192` → `16384`" in body
     assert "+ `--enforce-eager`" in body
-    assert "1 of 2" in body and "<@U0BOB>" in body
+    assert "1 of 2" in body
+    assert "<@U0BOB>" in body
     assert "&lt;!channel&gt; bigger &amp; better" in body
     assert "<!channel>" not in body
     assert blocks[-1]["type"] == "actions"
@@ -110,6 +111,7 @@ def test_alert_mentions_each_person_once():
         thread="rollout thread",
         buttons=render.alert_buttons("1|worker-1|error", running=True),
     )
-    assert text.count("<@U0ALICE>") == 1 and text.count("<@U0BOB>") == 1
+    assert text.count("<@U0ALICE>") == 1
+    assert text.count("<@U0BOB>") == 1
     assert [b["action_id"] for b in blocks[-1]["elements"]] == ["alert_abort", "alert_rollback", "alert_keep_waiting"]
     assert [b["action_id"] for b in render.alert_buttons("1|r|failed", running=False)] == ["alert_rollback"]

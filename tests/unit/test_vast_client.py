@@ -180,7 +180,8 @@ def test_min_interval_spaces_calls_per_route(sandbox, http, waits):
     client.list_workergroups()
     assert waits == []
     client.list_endpoints()
-    assert len(waits) == 1 and 1.5 < waits[0] <= 2.0
+    assert len(waits) == 1
+    assert 1.5 < waits[0] <= 2.0
 
 
 def test_cancel_update(client, sandbox):
